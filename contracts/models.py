@@ -1,0 +1,360 @@
+"""Every message that crosses a topic, as strict pydantic v2 models.
+
+Rules shared by all messages:
+- ``schema_version`` is "MAJOR.MINOR". A reader accepts any minor of its own major and rejects
+  other majors (the runtime sends those to the dead-letter topic).
+- Unknown fields are errors (``extra="forbid"``): a typo in a producer must not be silently dropped.
+- ``bytes`` fields travel as base64 in JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Literal
+from uuid import uuid4
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_MAJOR = 1
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"
+
+# Inline images travel inside Kafka records; producers and consumers raise their size limits to
+# MAX_RECORD_BYTES (see workers.settings). Larger catalog images must be passed by `uri`.
+MAX_INLINE_IMAGE_BYTES = 8 * 1024 * 1024
+MAX_CROP_BYTES = 512 * 1024
+
+# The 'mattmdjaga/segformer_b2_clothes' label map (index = label id of the segformer model output).
+LABELS: tuple[str, ...] = (
+    "Background", "Hat", "Hair", "Sunglasses", "Upper-clothes", "Skirt", "Pants", "Dress", "Belt",
+    "Left-shoe", "Right-shoe", "Face", "Left-leg", "Right-leg", "Left-arm", "Right-arm", "Bag", "Scarf",
+)
+LABEL_IDS: dict[str, int] = {name: i for i, name in enumerate(LABELS)}
+# Not garments: never indexed, never searched (configurable in workers.settings).
+DEFAULT_NON_GARMENT_LABELS: tuple[str, ...] = (
+    "Background", "Hair", "Face", "Left-leg", "Right-leg", "Left-arm", "Right-arm",
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid4().hex
+
+
+def _check_version(v: str) -> str:
+    m = re.fullmatch(r"(\d+)\.(\d+)", v)
+    if not m:
+        raise ValueError(f"schema_version must look like '{SCHEMA_MAJOR}.0', got {v!r}")
+    if int(m.group(1)) != SCHEMA_MAJOR:
+        raise ValueError(
+            f"unsupported schema_version {v!r}: this reader understands major version {SCHEMA_MAJOR}"
+        )
+    return v
+
+
+def _no_control_chars(v: str) -> str:
+    if any(ord(c) < 32 and c not in "\t" for c in v):
+        raise ValueError("control characters are not allowed")
+    return v
+
+
+def _check_label(v: str) -> str:
+    if v not in LABEL_IDS:
+        raise ValueError(f"unknown garment label {v!r}; known labels: {', '.join(LABELS)}")
+    return v
+
+
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
+]
+TenantId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+Text = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_control_chars)]
+Label = Annotated[str, AfterValidator(_check_label)]
+Version = Annotated[str, AfterValidator(_check_version)]
+# A topic name a client may ask replies on (checked against the allowed prefix by the query worker).
+TopicName = Annotated[str, StringConstraints(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")]
+
+
+class Message(BaseModel):
+    """Base of every message: strict, immutable, base64 bytes in JSON."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+        str_strip_whitespace=False,
+    )
+
+    schema_version: Version = SCHEMA_VERSION
+
+
+class ImageRef(BaseModel):
+    """An image, by reference (``uri``) or inline (``bytes``): exactly one of them."""
+
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
+    data: bytes | None = Field(default=None, alias="bytes")
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64", populate_by_name=True
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^(https|s3|file)://", v):
+            raise ValueError("image uri must use https://, s3:// or file://")
+        return v
+
+    @field_validator("data")
+    @classmethod
+    def _bytes_size(cls, v: bytes | None) -> bytes | None:
+        if v is not None:
+            if len(v) == 0:
+                raise ValueError("inline image bytes are empty")
+            if len(v) > MAX_INLINE_IMAGE_BYTES:
+                raise ValueError(
+                    f"inline image is {len(v)} bytes, over the {MAX_INLINE_IMAGE_BYTES}-byte limit; pass it by uri"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageRef:
+        if (self.uri is None) == (self.data is None):
+            raise ValueError("image needs exactly one of 'uri' or 'bytes'")
+        return self
+
+
+class ProductMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: Text = ""
+    brand: Annotated[str, StringConstraints(max_length=128), AfterValidator(_no_control_chars)] = ""
+    category: Annotated[str, StringConstraints(max_length=128), AfterValidator(_no_control_chars)] = ""
+    price: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    url: Annotated[str, StringConstraints(max_length=2048)] = ""
+    in_stock: bool = True
+    attributes: dict[Annotated[str, StringConstraints(max_length=64)], Text] = Field(
+        default_factory=dict, max_length=64
+    )
+
+
+class ProductEvent(Message):
+    """A retailer's catalog change. Kafka key = ``tenant:product_id`` keeps one product's events ordered."""
+
+    event_id: Identifier = Field(default_factory=new_id)
+    tenant: TenantId
+    product_id: Identifier
+    op: Literal["upsert", "delete"] = "upsert"
+    image: ImageRef | None = None
+    metadata: ProductMetadata = Field(default_factory=ProductMetadata)
+    occurred_at: datetime = Field(default_factory=utc_now)
+
+    @model_validator(mode="after")
+    def _image_for_upsert(self) -> ProductEvent:
+        if self.op == "upsert" and self.image is None:
+            raise ValueError("an upsert needs an image")
+        if self.op == "delete" and self.image is not None:
+            raise ValueError("a delete carries no image")
+        return self
+
+    @property
+    def key(self) -> str:
+        return product_key(self.tenant, self.product_id)
+
+
+def product_key(tenant: str, product_id: str) -> str:
+    return f"{tenant}:{product_id}"
+
+
+class BBox(BaseModel):
+    """A box in original-image pixels, inclusive-exclusive: [x0, x1) x [y0, y1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x0: Annotated[int, Field(ge=0)]
+    y0: Annotated[int, Field(ge=0)]
+    x1: Annotated[int, Field(ge=1)]
+    y1: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BBox:
+        if self.x1 <= self.x0 or self.y1 <= self.y0:
+            raise ValueError("bbox must have x1 > x0 and y1 > y0")
+        return self
+
+
+class Garment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    label: Label
+    bbox: BBox
+    mask_fraction: Annotated[float, Field(gt=0, le=1)]
+    crop_jpeg: Annotated[bytes, Field(min_length=1, max_length=MAX_CROP_BYTES)]
+
+
+class GarmentsEvent(Message):
+    """Segmentation -> embedding: all garments of one product image in one record.
+
+    One record per image (not one per garment) makes "replace this product's garments" and the
+    single IndexedEvent per image atomic: the embedding worker never has to gather parts.
+    A delete passes through as ``op="delete"`` with no garments, in order with the upserts.
+    """
+
+    event_id: Identifier
+    tenant: TenantId
+    product_id: Identifier
+    op: Literal["upsert", "delete"]
+    image_id: Annotated[str, StringConstraints(max_length=64)] = ""
+    image_size: tuple[int, int] | None = None  # (width, height) of the original image
+    garments: list[Garment] = Field(default_factory=list, max_length=len(LABELS))
+    metadata: ProductMetadata = Field(default_factory=ProductMetadata)
+    occurred_at: datetime
+    segmented_at: datetime = Field(default_factory=utc_now)
+
+
+class IndexedEvent(Message):
+    """What became searchable (or was removed) for one product event."""
+
+    event_id: Identifier
+    tenant: TenantId
+    product_id: Identifier
+    op: Literal["upsert", "delete"]
+    status: Literal["indexed", "no_garments", "deleted"]
+    image_id: str = ""
+    labels: list[Label] = Field(default_factory=list)
+    garment_ids: list[str] = Field(default_factory=list)
+    removed: int = 0  # rows deleted (stale garments of a replaced image, or the whole product)
+    latency_ms: float  # occurred_at -> indexed
+    indexed_at: datetime = Field(default_factory=utc_now)
+
+
+class PriceRange(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    max: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PriceRange:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("price.min must not exceed price.max")
+        return self
+
+
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    price: PriceRange | None = None
+    brands: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] | None = Field(
+        default=None, max_length=100
+    )
+    categories: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] | None = Field(
+        default=None, max_length=100
+    )
+    in_stock: bool | None = None
+
+
+Strategy = Literal["first_place_votes", "lowest_total_distance", "most_common_overall"]
+MAX_TOP_K = 100
+
+
+class LookRequest(Message):
+    request_id: Identifier = Field(default_factory=new_id)
+    tenant: TenantId
+    reply_to: TopicName
+    image: ImageRef
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = 3
+    garments: list[Label] | None = Field(default=None, max_length=len(LABELS))
+    filters: Filters = Field(default_factory=Filters)
+    strategy: Strategy = "first_place_votes"
+    deadline: datetime | None = None
+    sent_at: datetime = Field(default_factory=utc_now)
+
+
+class Match(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product_id: str
+    score: float  # inner product of unit vectors = cosine similarity, higher is closer
+    metadata: ProductMetadata
+    metadata_source: Literal["redis", "milvus"]
+
+
+class GarmentMatches(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: Label
+    bbox: BBox
+    mask_fraction: float
+    matches: list[Match]
+
+
+class RankedProduct(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product_id: str
+    score: float  # strategy-specific: votes, summed distance, or appearances
+    labels: list[str]
+
+
+class ReplyStatus(str, Enum):
+    ok = "ok"
+    partial = "partial"
+    error = "error"
+    expired = "expired"
+
+
+class LookReply(Message):
+    request_id: str
+    tenant: str
+    status: ReplyStatus
+    error: str | None = None
+    garments: list[GarmentMatches] = Field(default_factory=list)
+    ranking: list[RankedProduct] = Field(default_factory=list)
+    strategy: Strategy = "first_place_votes"
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    replied_at: datetime = Field(default_factory=utc_now)
+
+    @field_validator("timings_ms")
+    @classmethod
+    def _finite(cls, v: dict[str, float]) -> dict[str, float]:
+        return {k: (x if math.isfinite(x) else -1.0) for k, x in v.items()}
+
+
+class DeadLetter(Message):
+    """An input that a stage could not process: the original bytes and why."""
+
+    stage: str
+    source_topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes
+    headers: dict[str, bytes] = Field(default_factory=dict)
+    reason: str
+    error_type: str
+    attempts: int
+    event_id: str | None = None
+    tenant: str | None = None
+    first_seen_at: datetime
+    failed_at: datetime = Field(default_factory=utc_now)
+
+
+ALL_MESSAGES: tuple[type[Message], ...] = (
+    ProductEvent, GarmentsEvent, IndexedEvent, LookRequest, LookReply, DeadLetter,
+)

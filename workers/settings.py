@@ -1,0 +1,176 @@
+"""One typed settings object per process, from ``LOOKSTREAM_*`` environment variables (and ``.env``).
+
+Secrets are ``SecretStr`` (or URLs whose password is masked) so printing the settings never leaks them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from contracts import topics
+from contracts.models import DEFAULT_NON_GARMENT_LABELS
+
+# Kafka records may carry an inline image (contracts.MAX_INLINE_IMAGE_BYTES) plus envelope.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+def _csv(v: object) -> object:
+    if isinstance(v, str):
+        v = v.strip()
+        if v.startswith("["):
+            return json.loads(v)
+        return [x.strip() for x in v.split(",") if x.strip()]
+    return v
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOOKSTREAM_", env_file=".env", extra="ignore")
+
+    # --- Kafka
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    topic_products: str = topics.PRODUCTS
+    topic_garments: str = topics.GARMENTS
+    topic_indexed: str = topics.INDEXED
+    topic_look_requests: str = topics.LOOK_REQUESTS
+    reply_topic_prefix: str = topics.LOOK_REPLIES_PREFIX
+    topic_partitions: int = 4
+    # Tansu holds a join for ~session/2: 6000/1000 gives ~3 s joins and ~9 s fail-over (ENVIRONMENT.md).
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    max_poll_interval_ms: int = 300_000
+
+    # --- Batching and retries (the worker runtime)
+    batch_size: int = Field(16, ge=1, le=1024, description="max records polled and processed as one batch")
+    poll_timeout_ms: int = 200
+    item_attempts: int = Field(3, ge=1, description="tries for an item whose error may be transient, then DLQ")
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 15.0
+
+    # --- Triton
+    triton_url: str = "127.0.0.1:8001"
+    triton_timeout_s: float = 60.0
+    triton_ssl: bool = False
+    segformer_model: str = "segformer"
+    resnet_model: str = "resnet50"
+    segformer_size: int = 512
+    crop_size: int = 256
+    embed_batch: int = 32
+
+    # --- Garments
+    non_garment_labels: CsvList = Field(default_factory=lambda: list(DEFAULT_NON_GARMENT_LABELS))
+    min_mask_fraction: float = Field(0.005, ge=0, le=1, description="garment area / image area below which it is noise")
+    blank_background: bool = Field(False, description="grey out pixels outside the garment mask in the crop")
+
+    # --- Images
+    max_image_bytes: int = 8 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    min_image_side: int = 16
+    allowed_image_formats: CsvList = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
+    image_root: Path | None = Field(None, description="file:// image URIs must resolve under this folder")
+
+    # --- Milvus
+    milvus_uri: str = "http://127.0.0.1:19530"
+    milvus_token: SecretStr | None = None
+    milvus_collection: str = "garments"
+    milvus_index: Literal["FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"] = "FLAT"
+    milvus_nlist: int = 128
+    milvus_nprobe: int = 16
+    milvus_hnsw_ef: int = 128
+
+    # --- Redis
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: SecretStr | None = None
+    redis_timeout_s: float = 2.0
+
+    # --- Process
+    metrics_port: int = Field(0, description="/metrics, /healthz, /readyz; 0 = pick a free port")
+    metrics_host: str = "127.0.0.1"
+    log_json: bool = False
+    log_level: str = "INFO"
+    state_dir: Path = Path(".lookstream")
+
+    def __init__(self, **kw):  # noqa: D107 - lists from CSV env values
+        for name in ("non_garment_labels", "allowed_image_formats"):
+            if name in kw:
+                kw[name] = _csv(kw[name])
+        super().__init__(**kw)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        return init_settings, _CsvEnv(env_settings), _CsvEnv(dotenv_settings), file_secret_settings
+
+    # --- derived
+    def dlq_topic(self, topic: str) -> str:
+        return topics.dlq(topic)
+
+    @cached_property
+    def garment_label_ids(self) -> frozenset[int]:
+        from contracts.models import LABELS
+
+        skip = set(self.non_garment_labels)
+        return frozenset(i for i, name in enumerate(LABELS) if name not in skip)
+
+    def kafka_common(self) -> dict:
+        """Connection settings shared by producers, consumers and admin clients."""
+        conf: dict = {"bootstrap_servers": self.bootstrap_servers.split(","), "security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value() if self.sasl_password else None,
+            )
+        if self.ssl_cafile:
+            conf["ssl_cafile"] = self.ssl_cafile
+        return conf
+
+    def redacted(self) -> dict:
+        """The effective settings with secrets masked, for printing and logs."""
+        out = {}
+        for k, v in self.model_dump().items():
+            if isinstance(v, SecretStr):
+                v = "**********" if v.get_secret_value() else ""
+            elif isinstance(v, str):
+                v = redact_url(v)
+            elif isinstance(v, Path):
+                v = str(v)
+            out[k] = v
+        return out
+
+
+def redact_url(s: str) -> str:
+    """Mask the password in ``scheme://user:password@host`` strings."""
+    return re.sub(r"(://[^:/@\s]*:)[^@/\s]+@", r"\1**********@", s)
+
+
+class _CsvEnv:
+    """Wraps an env source so list settings accept ``a,b,c`` as well as JSON."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self):
+        data = self.inner()
+        for name in ("non_garment_labels", "allowed_image_formats"):
+            if name in data:
+                data[name] = _csv(data[name])
+        return data
+
+
+def load_settings(**overrides) -> Settings:
+    return Settings(**overrides)
