@@ -1,0 +1,410 @@
+"""Materialise model weights into a Triton model repository (run with the model env's python: it imports torch).
+
+Layout written (never committed; ``triton_models/*/1/weights/`` is git-ignored)::
+
+    <repo>/segformer/1/weights/   config.json + model.safetensors (Hugging Face ``save_pretrained``) + lookstream.json
+    <repo>/resnet50/1/weights/    resnet50.pth (a torchvision ResNet50 ``state_dict``, fc included) + lookstream.json
+
+``lookstream.json`` is the provenance: ``{"source": ..., "random": bool, "tiny": bool, ...}``. The Triton models
+load the weights through the real path (``SegformerForSemanticSegmentation.from_pretrained(dir)``,
+``resnet50(weights=None).load_state_dict(torch.load(...))``) whatever their origin, and log a loud WARNING at every
+start when ``random`` is true.
+
+Commands::
+
+    python modeltools/weights.py init --repo triton_models --random [--tiny] [--seed N]
+    python modeltools/weights.py pull --repo triton_models [--segformer HF_ID_OR_LOCAL_DIR] [--resnet torchvision|PATH.pth]
+    python modeltools/weights.py show --repo triton_models
+
+``init`` writes DECLARED random weights (for offline tests and demos). ``--tiny`` uses a 0.5M-parameter SegFormer
+(hidden_sizes [16, 32, 64, 128], depths [1, 1, 1, 1], decoder 128) instead of the b2 configuration.
+
+The colour probe (``init --random --tiny`` only, recorded in lookstream.json as ``"classifier": "colour-probe"``):
+a randomly initialised SegFormer labels a synthetic image mostly with body-part classes (Hair, Face, legs), which
+the product ignores, so an offline end-to-end run would find no garments. So after the random init, and with the
+random encoder and decode MLPs left untouched, ``--tiny`` refits ONLY the decode head's final 1x1 classifier
+(128 -> 18) as a softmax regression on the random features of seeded synthetic images (plain low-saturation
+backgrounds with 2-5 saturated rectangles; ~20 s on 2 cores). Its targets come from a fixed colour rule,
+``COLOUR_RULE``: low saturation (< 0.3) or dark (value < 0.15) -> Background; otherwise the nearest of six hues ->
+red Upper-clothes, yellow Dress, green Skirt, cyan Bag, blue Pants, magenta Hat. The 11 other classes get zero
+weights and a bias of -100, so they never win. The result is deterministic for a seed: a "person" drawn as 2-4
+coloured garment blocks on a plain background is segmented into those garment labels, by colour. It is a test
+fixture with a declared behaviour, not a clothes parser: real photographs give colour blobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import datetime as _dt
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# The label map of 'mattmdjaga/segformer_b2_clothes' (DESIGN.md).
+LABELS = [
+    "Background", "Hat", "Hair", "Sunglasses", "Upper-clothes", "Skirt", "Pants", "Dress", "Belt",
+    "Left-shoe", "Right-shoe", "Face", "Left-leg", "Right-leg", "Left-arm", "Right-arm", "Bag", "Scarf",
+]
+ID2LABEL = {i: name for i, name in enumerate(LABELS)}
+LABEL2ID = {name: i for i, name in enumerate(LABELS)}
+
+# Colour rule of the tiny random model's classifier: hue (degrees) -> label.
+COLOUR_RULE = {0: "Upper-clothes", 60: "Dress", 120: "Skirt", 180: "Bag", 240: "Pants", 300: "Hat"}
+MIN_SATURATION = 0.3
+MIN_VALUE = 0.15
+PROVENANCE = "lookstream.json"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PULL_HINT = "python modeltools/weights.py pull (lookstream models pull)"
+
+
+def log(msg: str) -> None:
+    print(f"[weights] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------- configs
+def segformer_config(tiny: bool):
+    from transformers import SegformerConfig
+
+    common = dict(num_labels=len(LABELS), id2label=dict(ID2LABEL), label2id=dict(LABEL2ID))
+    if tiny:
+        return SegformerConfig(
+            hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1], decoder_hidden_size=128, **common
+        )
+    # SegFormer-b2 (the configuration of mattmdjaga/segformer_b2_clothes).
+    return SegformerConfig(
+        hidden_sizes=[64, 128, 320, 512], depths=[3, 4, 6, 3], decoder_hidden_size=768, **common
+    )
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _replace_dir(tmp: Path, dst: Path) -> None:
+    """Swap a freshly written weights folder into place (no half-written weights on failure)."""
+    if dst.exists():
+        old = dst.with_name(dst.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        dst.rename(old)
+        tmp.rename(dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(dst)
+
+
+def _fresh_tmp(dst: Path) -> Path:
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _write_provenance(folder: Path, info: dict) -> None:
+    (folder / PROVENANCE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def weights_dir(repo: Path, model: str) -> Path:
+    return Path(repo) / model / "1" / "weights"
+
+
+# ----------------------------------------------------------------------------------------------- colour probe
+def colour_label(rgb: np.ndarray) -> np.ndarray:
+    """COLOUR_RULE applied per pixel: uint8 [..., 3] -> label ids [...]."""
+    x = rgb.astype(np.float32) / 255.0
+    mx, mn = x.max(-1), x.min(-1)
+    sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0.0)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    d = np.maximum(mx - mn, 1e-6)
+    hue = np.where(mx == r, ((g - b) / d) % 6, np.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 60.0
+    centres = np.array(sorted(COLOUR_RULE))
+    dist = np.abs(((hue[..., None] - centres) + 180.0) % 360.0 - 180.0)
+    ids = np.array([LABEL2ID[COLOUR_RULE[c]] for c in centres])[dist.argmin(-1)]
+    return np.where((sat < MIN_SATURATION) | (mx < MIN_VALUE), 0, ids).astype(np.int64)
+
+
+def synthetic_scene(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A plain low-saturation background with 2-5 saturated rectangles and mild noise."""
+    bg = rng.uniform(0.55, 1.0) if rng.random() < 0.6 else rng.uniform(0.05, 0.55)
+    tint = rng.uniform(-0.04, 0.04, size=3)
+    img = np.empty((size, size, 3), np.float32)
+    img[:] = np.clip(bg + tint, 0, 1)
+    for _ in range(rng.integers(2, 6)):
+        h = rng.uniform(0.12, 0.55) * size
+        w = rng.uniform(0.12, 0.55) * size
+        y0 = rng.uniform(0, size - h)
+        x0 = rng.uniform(0, size - w)
+        hue = rng.uniform(0, 1)
+        colour = colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 1.0), rng.uniform(0.35, 1.0))
+        img[int(y0): int(y0 + h), int(x0): int(x0 + w)] = colour
+    img += rng.normal(0, 0.015, img.shape).astype(np.float32)
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _normalise(batch_uint8: np.ndarray):
+    import torch
+
+    x = torch.from_numpy(batch_uint8).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _probe_features(model, images: np.ndarray):
+    """Inputs of the decode head's classifier, [N*h*w, C], and their pixel positions (h, w = S/4)."""
+    import torch
+
+    captured = {}
+    hook = model.decode_head.classifier.register_forward_hook(lambda m, i, o: captured.__setitem__("x", i[0]))
+    try:
+        with torch.no_grad():
+            model(pixel_values=_normalise(images))
+    finally:
+        hook.remove()
+    x = captured["x"]  # [N, C, h, w]
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1]), x.shape[2:]
+
+
+def fit_colour_probe(
+    model, seed: int, size: int = 256, n_images: int = 64, pixels: int = 65536, steps: int = 300
+) -> dict:
+    """Refit the decode head's classifier to COLOUR_RULE (see the module docstring). Returns fit statistics."""
+    import torch
+
+    rng = np.random.default_rng(seed + 1)
+    feats, targets = [], []
+    for start in range(0, n_images, 8):
+        imgs = np.stack([synthetic_scene(rng, size) for _ in range(8)])
+        f, (h, w) = _probe_features(model, imgs)
+        stride = size // h
+        # Target: the colour rule at the centre of each feature cell.
+        lab = colour_label(imgs[:, stride // 2:: stride, stride // 2:: stride][:, :h, :w])
+        feats.append(f)
+        targets.append(torch.from_numpy(lab.reshape(-1)))
+    x = torch.cat(feats)
+    y = torch.cat(targets)
+    pick = torch.from_numpy(rng.permutation(len(y))[:pixels])  # a seeded subsample keeps the fit ~5 s
+    x, y = x[pick], y[pick]
+    classes = sorted({0, *(LABEL2ID[v] for v in COLOUR_RULE.values())})
+    remap = torch.full((len(LABELS),), -1, dtype=torch.long)
+    remap[classes] = torch.arange(len(classes))
+    yc = remap[y]
+    mu, sd = x.mean(0), x.std(0).clamp_min(1e-4)
+    xs = (x - mu) / sd
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(x.shape[1], len(classes))
+    opt = torch.optim.Adam(lin.parameters(), lr=0.05)
+    # Balance classes: the background dominates the pixels.
+    counts = torch.bincount(yc, minlength=len(classes)).float().clamp_min(1)
+    weight = (counts.sum() / counts) / len(classes)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(lin(xs), yc)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        acc = (lin(xs).argmax(1) == yc).float().mean().item()
+        # Fold the feature standardisation into the 1x1 conv: W' = W / sd, b' = b - W' mu.
+        w_fold = lin.weight / sd
+        b_fold = lin.bias - (w_fold * mu).sum(1)
+        conv = model.decode_head.classifier
+        conv.weight.zero_()
+        conv.bias.fill_(-100.0)
+        for k, cls in enumerate(classes):
+            conv.weight[cls, :, 0, 0] = w_fold[k]
+            conv.bias[cls] = b_fold[k]
+    return {"train_pixel_accuracy": round(acc, 4), "images": n_images, "size": size, "pixels": len(y),
+            "steps": steps, "final_loss": round(loss.item(), 4)}
+
+
+# ----------------------------------------------------------------------------------------------- init
+def init_segformer(repo: Path, tiny: bool, seed: int) -> dict:
+    import torch
+    from transformers import SegformerForSemanticSegmentation
+
+    torch.manual_seed(seed)
+    model = SegformerForSemanticSegmentation(segformer_config(tiny)).eval()
+    info = {
+        "source": f"random (seed {seed})", "random": True, "tiny": tiny, "seed": seed,
+        "architecture": "SegformerForSemanticSegmentation", "variant": "tiny" if tiny else "b2",
+        "labels": LABELS, "created": _now(),
+    }
+    if tiny:
+        t0 = time.time()
+        stats = fit_colour_probe(model, seed)
+        info["classifier"] = "colour-probe"
+        info["colour_rule"] = {
+            "background": f"saturation < {MIN_SATURATION} or value < {MIN_VALUE}",
+            "hues": {str(k): v for k, v in COLOUR_RULE.items()},
+        }
+        info["colour_probe"] = stats
+        log(f"segformer: colour probe fitted in {time.time() - t0:.1f} s: {stats}")
+    else:
+        info["classifier"] = "random"
+    dst = weights_dir(repo, "segformer")
+    tmp = _fresh_tmp(dst)
+    model.save_pretrained(tmp)
+    _write_provenance(tmp, info)
+    _replace_dir(tmp, dst)
+    log(f"segformer: wrote DECLARED RANDOM weights ({info['variant']}) to {dst}")
+    return info
+
+
+def init_resnet(repo: Path, seed: int) -> dict:
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet50(weights=None)
+    dst = weights_dir(repo, "resnet50")
+    tmp = _fresh_tmp(dst)
+    torch.save(model.state_dict(), tmp / "resnet50.pth")
+    info = {
+        "source": f"random (seed {seed})", "random": True, "tiny": False, "seed": seed,
+        "architecture": "torchvision.models.resnet50", "created": _now(),
+    }
+    _write_provenance(tmp, info)
+    _replace_dir(tmp, dst)
+    log(f"resnet50: wrote DECLARED RANDOM weights to {dst}")
+    return info
+
+
+# ----------------------------------------------------------------------------------------------- pull
+def pull_segformer(repo: Path, src: str, force: bool = False) -> dict:
+    from transformers import SegformerForSemanticSegmentation
+
+    local = Path(src).expanduser()
+    try:
+        model = SegformerForSemanticSegmentation.from_pretrained(str(local) if local.is_dir() else src)
+    except Exception as exc:  # noqa: BLE001 - rephrased with the way out
+        where = "the local directory" if local.is_dir() else "the Hugging Face hub (is it reachable from here?)"
+        raise SystemExit(
+            f"could not load SegFormer weights '{src}' from {where}: {type(exc).__name__}: {exc}\n"
+            "Without network access pass a local directory holding a save_pretrained() copy: "
+            "--segformer /path/to/segformer_b2_clothes"
+        ) from exc
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    if id2label != ID2LABEL:
+        msg = (f"'{src}' has labels {id2label}, not the 18-label map of mattmdjaga/segformer_b2_clothes the "
+               "pipeline assumes (DESIGN.md)")
+        if not force:
+            raise SystemExit(msg + "; pass --force to install it anyway")
+        log("WARNING: " + msg)
+    dst = weights_dir(repo, "segformer")
+    tmp = _fresh_tmp(dst)
+    model.save_pretrained(tmp)
+    info = {
+        "source": str(local.resolve()) if local.is_dir() else src, "random": False,
+        "tiny": list(model.config.hidden_sizes) == [16, 32, 64, 128],
+        "architecture": "SegformerForSemanticSegmentation", "labels": [id2label[i] for i in sorted(id2label)],
+        "created": _now(),
+    }
+    _write_provenance(tmp, info)
+    _replace_dir(tmp, dst)
+    log(f"segformer: wrote weights from {info['source']} to {dst}")
+    return info
+
+
+def pull_resnet(repo: Path, src: str) -> dict:
+    import torch
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None)
+    if src == "torchvision":
+        try:
+            weights = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
+            state = weights.get_state_dict(progress=False)
+        except Exception as exc:  # noqa: BLE001
+            raise SystemExit(
+                f"could not download torchvision's ResNet50 weights ({type(exc).__name__}: {exc}). Without network "
+                "access pass a checkpoint file: --resnet /path/to/resnet50.pth"
+            ) from exc
+        source = f"torchvision:{weights}"
+    else:
+        path = Path(src).expanduser()
+        if not path.is_file():
+            raise SystemExit(f"--resnet {src}: no such file (expected 'torchvision' or a resnet50 state_dict .pth)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        source = str(path.resolve())
+    missing_fc = not any(k.startswith("fc.") for k in state)
+    if missing_fc:  # a headless checkpoint: fc is replaced by Identity at serving time anyway
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("fc.")})
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise SystemExit(f"{src} is not a torchvision resnet50 state_dict: {exc}") from exc
+    dst = weights_dir(repo, "resnet50")
+    tmp = _fresh_tmp(dst)
+    torch.save(model.state_dict(), tmp / "resnet50.pth")
+    info = {"source": source, "random": False, "tiny": False, "architecture": "torchvision.models.resnet50",
+            "fc": "absent in source (unused: replaced by Identity)" if missing_fc else "from source",
+            "created": _now()}
+    _write_provenance(tmp, info)
+    _replace_dir(tmp, dst)
+    log(f"resnet50: wrote weights from {source} to {dst}")
+    return info
+
+
+def show(repo: Path) -> dict:
+    out = {}
+    for model in ("segformer", "resnet50"):
+        p = weights_dir(repo, model) / PROVENANCE
+        out[model] = json.loads(p.read_text()) if p.is_file() else {"missing": True}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="modeltools/weights.py", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p_init = sub.add_parser("init", help="write declared random weights")
+    p_init.add_argument("--repo", type=Path, required=True)
+    p_init.add_argument("--random", action="store_true", required=True, help="required: init only writes random weights")
+    p_init.add_argument("--tiny", action="store_true", help="0.5M-parameter SegFormer + colour-probe classifier")
+    p_init.add_argument("--seed", type=int, default=0)
+    p_init.add_argument("--models", default="segformer,resnet50")
+    p_pull = sub.add_parser("pull", help="install real weights (HF id / local dir / torchvision / .pth)")
+    p_pull.add_argument("--repo", type=Path, required=True)
+    p_pull.add_argument("--segformer", default="mattmdjaga/segformer_b2_clothes",
+                        help="Hugging Face id or local save_pretrained directory; 'skip' to leave it")
+    p_pull.add_argument("--resnet", default="torchvision", help="'torchvision', a .pth state_dict, or 'skip'")
+    p_pull.add_argument("--force", action="store_true", help="accept a SegFormer with another label map")
+    p_show = sub.add_parser("show", help="print the provenance of the installed weights")
+    p_show.add_argument("--repo", type=Path, required=True)
+    args = ap.parse_args(argv)
+
+    threads = int(os.environ.get("LOOKSTREAM_INIT_THREADS", "0"))
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    result: dict = {}
+    if args.cmd == "init":
+        models = {m.strip() for m in args.models.split(",") if m.strip()}
+        if "segformer" in models:
+            result["segformer"] = init_segformer(args.repo, args.tiny, args.seed)
+        if "resnet50" in models:
+            result["resnet50"] = init_resnet(args.repo, args.seed)
+    elif args.cmd == "pull":
+        if args.segformer != "skip":
+            result["segformer"] = pull_segformer(args.repo, args.segformer, args.force)
+        if args.resnet != "skip":
+            result["resnet50"] = pull_resnet(args.repo, args.resnet)
+    else:
+        result = show(args.repo)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
