@@ -9,10 +9,12 @@ PY=${LOOKSTREAM_PYTHON:-python3}
 log() { printf '[setup] %s\n' "$*" >&2; }
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
-# 1. System packages: redis-server (the cache), promtool (metrics lint in tests).
+# 1. System packages: redis-server (the cache), promtool (metrics lint in tests), chromium (sheet test).
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v promtool >/dev/null || need+=(prometheus)
+# headless Chromium renders the result sheet in a test; fonts for the page and the PNG sheet
+command -v chromium >/dev/null || need+=(chromium fonts-liberation fonts-dejavu-core)
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   log "apt-get install ${need[*]}"

@@ -75,7 +75,7 @@ def run_worker(kind: str, s: Settings | None = None) -> None:
     setup_logging(s.log_level, s.log_json)
     stage = build_stage(kind, s)
     ensure_topics(s)
-    group = f"lookstream-{kind}"
+    group = f"{s.group_id_prefix}-{kind}"
     worker = Worker(stage, s, make_consumer(s, group, [stage.input_topic]), make_producer(s), group)
     readiness = Readiness(kind, {"kafka": worker.assigned, **stage.ready_checks()}).start()
     health = m.HealthServer(s.metrics_host, s.metrics_port, kind, lambda: dict(readiness.state)).start()

@@ -200,7 +200,7 @@ def broker_service(state: Path, port: int, storage: str = "memory://tansu/", ext
 def broker_ready(servers: str) -> bool:
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=2000, api_version_auto_timeout_ms=2000)
+    admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=2000)
     try:
         admin.list_topics()
         return True

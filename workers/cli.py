@@ -1,0 +1,301 @@
+"""The ``lookstream`` command.
+
+Every command reads LOOKSTREAM_* settings from the environment, then ``.env``, then the endpoints
+file written by ``lookstream stack up`` (``<state dir>/stack.env``), so commands find a running stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .stack import Stack, StackError
+
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("LOOKSTREAM_STATE_DIR", ".lookstream"))
+
+
+def load_settings():
+    """Settings with the running stack's endpoints as defaults (explicit env vars win)."""
+    from .settings import Settings
+
+    for k, v in Stack(_state_dir()).endpoints().items():
+        os.environ.setdefault(k, v)
+    return Settings()
+
+
+# ------------------------------------------------------------------------------------------------ stack
+def cmd_stack(a) -> int:
+    stack = Stack(Path(a.state or _state_dir()))
+    if a.action == "up":
+        _ensure_weights()
+        storage = "memory://tansu/"
+        t0 = time.monotonic()
+        print(f"starting the embedded stack in {stack.state}")
+        stack.up(workers=not a.no_workers, storage=storage, device=a.device, segformer_size=a.segformer_size,
+                 ports={"broker": a.broker_port, "redis": a.redis_port, "milvus": a.milvus_port,
+                        "triton_grpc": a.triton_grpc_port})
+        print(f"stack up in {time.monotonic() - t0:.1f} s; endpoints in {stack.env_file}")
+        _print_weights()
+        return 0
+    if a.action == "down":
+        stack.down()
+        left = stack.running()
+        print("stack down" if not left else f"still running: {', '.join(left)}")
+        return 0 if not left else 1
+    if a.action == "status":
+        st = stack.status()
+        for name, info in st.items():
+            state = "ready" if info["ready"] else ("running, NOT ready" if info["pid"] else "stopped")
+            print(f"  {name:<22} {state:<18} pid {info['pid'] or '-':<8} {info['log']}")
+        _print_weights()
+        return 0 if st and all(i["ready"] for i in st.values()) else 1
+    if a.action == "logs":
+        for p in stack.procs():
+            if a.name and p.name != a.name:
+                continue
+            if p.log_file.exists():
+                print(f"==> {p.log_file} <==\n{p.tail(a.lines)}\n")
+        return 0
+    if a.action == "env":
+        for k, v in stack.endpoints().items():
+            print(f"export {k}={v}")
+        return 0
+    raise AssertionError(a.action)
+
+
+def _ensure_weights() -> None:
+    from . import model_repo
+
+    prov = model_repo.weights_provenance()
+    if any(p.get("missing") for p in prov.values()):
+        if os.environ.get("LOOKSTREAM_ALLOW_RANDOM_WEIGHTS") == "1":
+            print("WARNING: no model weights; LOOKSTREAM_ALLOW_RANDOM_WEIGHTS=1 -> writing DECLARED RANDOM "
+                  "tiny weights (not a trained clothes model)", file=sys.stderr)
+            model_repo.init_weights(tiny=True)
+        else:
+            raise StackError("no model weights in triton_models/: run `lookstream models pull` (needs the model hub) "
+                             "or `lookstream models init --random --tiny` (declared random weights), "
+                             "or set LOOKSTREAM_ALLOW_RANDOM_WEIGHTS=1")
+
+
+def _print_weights() -> None:
+    from . import model_repo
+
+    for line in model_repo.provenance_summary(model_repo.weights_provenance()):
+        print(f"  weights: {line}")
+
+
+# ------------------------------------------------------------------------------------------------ models
+def cmd_models(a) -> int:
+    from . import model_repo
+
+    if a.action == "init":
+        if not a.random:
+            print("`models init` writes declared random weights only: pass --random (real ones: `models pull`)",
+                  file=sys.stderr)
+            return 2
+        model_repo.init_weights(tiny=a.tiny, seed=a.seed, quiet=False)
+    elif a.action == "pull":
+        model_repo.pull_weights(segformer=a.segformer, resnet=a.resnet, force=a.force, quiet=False)
+    _print_weights()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ data
+def cmd_catalog(a) -> int:
+    from .catalog import generate
+
+    products = generate(Path(a.out), n=a.n, seed=a.seed, tenant=a.tenant)
+    print(f"wrote {len(products)} products to {a.out} (catalog.jsonl + images/)")
+    return 0
+
+
+def cmd_ingest(a) -> int:
+    from .ingest import ingest, read_catalog
+
+    s = load_settings()
+    entries = read_catalog(Path(a.path))
+    print(f"publishing {len(entries)} products for tenant {a.tenant} to {s.topic_products}")
+    report = ingest(s, entries, a.tenant, wait=not a.no_wait, timeout=a.timeout, progress=True)
+    print(report.summary())
+    return 0 if not report.missing else 1
+
+
+def cmd_look(a) -> int:
+    from contracts.client import LookClient
+    from contracts.models import LookRequest
+
+    from .sheet import format_table, write_sheet
+
+    s = load_settings()
+    image = Path(a.image).read_bytes()
+    filters: dict = {}
+    if a.max_price is not None or a.min_price is not None:
+        filters["price"] = {"min": a.min_price, "max": a.max_price}
+    if a.brand:
+        filters["brands"] = a.brand
+    if a.category:
+        filters["categories"] = a.category
+    if a.in_stock:
+        filters["in_stock"] = True
+    with LookClient(s.bootstrap_servers, tenant=a.tenant, request_topic=s.topic_look_requests,
+                    **{k: v for k, v in s.kafka_common().items() if k != "bootstrap_servers"}) as client:
+        reply = client.ask(image, top_k=a.top_k, garments=a.only or None, filters=filters, strategy=a.strategy,
+                           timeout=a.timeout)
+    print(format_table(reply))
+    catalog = Path(a.catalog) if a.catalog else None
+
+    def thumbnail(product_id: str) -> bytes | None:
+        if catalog is None:
+            return None
+        for suffix in (".jpg", ".jpeg", ".png", ".webp"):
+            p = catalog / "images" / f"{product_id}{suffix}"
+            if p.exists():
+                return p.read_bytes()
+        return None
+
+    html, png = write_sheet(reply, image, Path(a.out), thumbnail)
+    print(f"result sheet: {html}\n              {png}")
+    if a.json:
+        print(reply.model_dump_json(indent=2))
+    return 0 if reply.status.value in ("ok", "partial") else 1
+
+
+def cmd_demo(a) -> int:
+    """stack up (if needed) -> sample catalog -> ingest -> one look -> the sheet's path."""
+    state = Path(a.state or _state_dir())
+    stack = Stack(state)
+    if not stack.running():
+        os.environ.setdefault("LOOKSTREAM_ALLOW_RANDOM_WEIGHTS", "1")
+        rc = cmd_stack(argparse.Namespace(action="up", state=str(state), no_workers=False, device="cpu",
+                                          segformer_size=512, broker_port=0, redis_port=0, milvus_port=0,
+                                          triton_grpc_port=0))
+        if rc:
+            return rc
+    data = state / "sample-catalog"
+    cmd_catalog(argparse.Namespace(out=str(data), n=a.n, seed=7, tenant="demo"))
+    rc = cmd_ingest(argparse.Namespace(path=str(data), tenant="demo", no_wait=False, timeout=600))
+    if rc:
+        return rc
+    query = data / "images" / "demo-0001.jpg"
+    print(f"\nshop the look for {query}:")
+    return cmd_look(argparse.Namespace(image=str(query), tenant="demo", top_k=3, only=None, strategy="first_place_votes",
+                                       max_price=None, min_price=None, brand=None, category=None, in_stock=False,
+                                       timeout=60, out=str(state / "demo-sheet"), catalog=str(data), json=False))
+
+
+# ------------------------------------------------------------------------------------------------ misc
+def cmd_worker(a) -> int:
+    from .app import run_worker
+
+    run_worker(a.kind, load_settings())
+    return 0
+
+
+def cmd_settings(a) -> int:
+    print(json.dumps(load_settings().redacted(), indent=2, default=str))
+    return 0
+
+
+def cmd_contracts(a) -> int:
+    from contracts import schema
+
+    return schema.main(["--check"] if a.action == "check" else [])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lookstream", description="Shop the look: catalog ingest and look queries.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    st = sub.add_parser("stack", help="the embedded local stack")
+    st.add_argument("action", choices=["up", "down", "status", "logs", "env"])
+    st.add_argument("name", nargs="?", help="logs: only this process (e.g. triton, worker-query)")
+    st.add_argument("--state", help="state folder (default .lookstream or LOOKSTREAM_STATE_DIR)")
+    st.add_argument("--no-workers", action="store_true", help="services only")
+    st.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    st.add_argument("--segformer-size", type=int, default=512)
+    st.add_argument("--lines", type=int, default=40)
+    for port in ("broker", "redis", "milvus", "triton-grpc"):
+        st.add_argument(f"--{port}-port", type=int, default=0, help="0 = a free port")
+    st.set_defaults(func=cmd_stack)
+
+    w = sub.add_parser("worker", help="run one worker in the foreground")
+    w.add_argument("kind", choices=["segmentation", "embedding", "query"])
+    w.set_defaults(func=cmd_worker)
+
+    mo = sub.add_parser("models", help="model weights in triton_models/")
+    mo.add_argument("action", choices=["init", "pull", "show"])
+    mo.add_argument("--random", action="store_true", help="init: DECLARED random weights")
+    mo.add_argument("--tiny", action="store_true", help="init: the tiny SegFormer (fast tests)")
+    mo.add_argument("--seed", type=int, default=0)
+    mo.add_argument("--segformer", default="mattmdjaga/segformer_b2_clothes", help="pull: HF id or local dir")
+    mo.add_argument("--resnet", default="torchvision", help="pull: 'torchvision' or a .pth checkpoint")
+    mo.add_argument("--force", action="store_true")
+    mo.set_defaults(func=cmd_models)
+
+    ca = sub.add_parser("catalog", help="write the synthetic sample catalog")
+    ca.add_argument("out")
+    ca.add_argument("-n", type=int, default=24)
+    ca.add_argument("--seed", type=int, default=7)
+    ca.add_argument("--tenant", default="demo")
+    ca.set_defaults(func=cmd_catalog)
+
+    ing = sub.add_parser("ingest", help="publish a catalog and wait until it is searchable")
+    ing.add_argument("path", help="folder (catalog.jsonl or images), .jsonl or .csv")
+    ing.add_argument("--tenant", default="demo")
+    ing.add_argument("--no-wait", action="store_true")
+    ing.add_argument("--timeout", type=float, default=600)
+    ing.set_defaults(func=cmd_ingest)
+
+    lk = sub.add_parser("look", help="shop the look for an outfit photo")
+    lk.add_argument("image")
+    lk.add_argument("--tenant", default="demo")
+    lk.add_argument("--top-k", type=int, default=3)
+    lk.add_argument("--only", nargs="+", metavar="LABEL", help="only these garment labels, e.g. Upper-clothes")
+    lk.add_argument("--strategy", default="first_place_votes",
+                    choices=["first_place_votes", "lowest_total_distance", "most_common_overall"])
+    lk.add_argument("--max-price", type=float)
+    lk.add_argument("--min-price", type=float)
+    lk.add_argument("--brand", nargs="+")
+    lk.add_argument("--category", nargs="+")
+    lk.add_argument("--in-stock", action="store_true")
+    lk.add_argument("--timeout", type=float, default=30)
+    lk.add_argument("--out", default="look-result", help="folder for the result sheet")
+    lk.add_argument("--catalog", help="catalog folder, for match thumbnails")
+    lk.add_argument("--json", action="store_true", help="also print the raw reply")
+    lk.set_defaults(func=cmd_look)
+
+    de = sub.add_parser("demo", help="stack up + sample catalog + ingest + one look")
+    de.add_argument("--state")
+    de.add_argument("-n", type=int, default=24)
+    de.set_defaults(func=cmd_demo)
+
+    se = sub.add_parser("settings", help="print the effective settings (secrets masked)")
+    se.set_defaults(func=cmd_settings)
+
+    co = sub.add_parser("contracts", help="JSON Schema files of the messages")
+    co.add_argument("action", choices=["export", "check"])
+    co.set_defaults(func=cmd_contracts)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.chdir(os.environ.get("LOOKSTREAM_WORKDIR", os.getcwd()))
+    try:
+        return args.func(args) or 0
+    except StackError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
