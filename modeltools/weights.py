@@ -307,6 +307,7 @@ def pull_segformer(repo: Path, src: str, force: bool = False) -> dict:
         "architecture": "SegformerForSemanticSegmentation", "labels": [id2label[i] for i in sorted(id2label)],
         "created": _now(),
     }
+    _inherit_provenance(info, local / PROVENANCE if local.is_dir() else None)
     _write_provenance(tmp, info)
     _replace_dir(tmp, dst)
     log(f"segformer: wrote weights from {info['source']} to {dst}")
@@ -350,10 +351,23 @@ def pull_resnet(repo: Path, src: str) -> dict:
     info = {"source": source, "random": False, "tiny": False, "architecture": "torchvision.models.resnet50",
             "fc": "absent in source (unused: replaced by Identity)" if missing_fc else "from source",
             "created": _now()}
+    if src != "torchvision":
+        _inherit_provenance(info, Path(src).expanduser().parent / PROVENANCE)
     _write_provenance(tmp, info)
     _replace_dir(tmp, dst)
     log(f"resnet50: wrote weights from {source} to {dst}")
     return info
+
+
+def _inherit_provenance(info: dict, upstream: Path | None) -> None:
+    """A local copy of lookstream-written weights keeps their random flag (random stays declared)."""
+    if upstream is not None and upstream.is_file():
+        try:
+            up = json.loads(upstream.read_text())
+        except ValueError:
+            return
+        info["upstream"] = up
+        info["random"] = bool(up.get("random", False))
 
 
 def show(repo: Path) -> dict:
