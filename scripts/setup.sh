@@ -34,7 +34,8 @@ if [ "$(cat .venv/.lookstream-stamp 2>/dev/null)" != "$stamp" ]; then
 fi
 
 # 3. Model-server venv: torch + transformers + the tritonserver binary (nvidia-pytriton, no deps).
-mstamp=$(hash_of requirements-models.txt scripts/setup.sh)
+MODEL_ENV_LAYOUT=1  # bump when the steps below change
+mstamp=$( (cat requirements-models.txt; echo "layout=$MODEL_ENV_LAYOUT") | sha256sum | cut -c1-16)
 MENV=${LOOKSTREAM_MODEL_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/lookstream/model-env-$mstamp}
 if [ ! -f "$MENV/.lookstream-ready" ]; then
   log "creating model env $MENV (torch, ~2-3 min)"

@@ -36,7 +36,7 @@ class SampleProduct:
 
 def _colour(rng: random.Random, hue_deg: float) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """A saturated shade of the hue family and a second shade for the pattern."""
-    h = ((hue_deg + rng.uniform(-14, 14)) % 360) / 360
+    h = ((hue_deg + rng.uniform(-8, 8)) % 360) / 360
     s1, v1 = rng.uniform(0.65, 1.0), rng.uniform(0.55, 0.95)
     s2, v2 = max(0.45, s1 - rng.uniform(0.15, 0.35)), min(1.0, max(0.4, v1 + rng.choice([-0.3, 0.3])))
     c1 = tuple(int(x * 255) for x in colorsys.hsv_to_rgb(h, s1, v1))
@@ -44,31 +44,38 @@ def _colour(rng: random.Random, hue_deg: float) -> tuple[tuple[int, int, int], t
     return c1, c2  # type: ignore[return-value]
 
 
-def _fill(draw: ImageDraw.ImageDraw, box, rng: random.Random, hue: float, pattern: str, shape: str = "rect") -> None:
+def _fill(img: Image.Image, box, rng: random.Random, hue: float, pattern: str, shape: str = "rect") -> None:
+    """Paint one garment: a shade of ``hue`` with a pattern, clipped to its shape (nothing spills out)."""
     c1, c2 = _colour(rng, hue)
     x0, y0, x1, y1 = box
-    if shape == "ellipse":
-        draw.ellipse(box, fill=c1)
-    elif shape == "trapezoid":
-        inset = (x1 - x0) // 5
-        draw.polygon([(x0 + inset, y0), (x1 - inset, y0), (x1, y1), (x0, y1)], fill=c1)
-    else:
-        draw.rectangle(box, fill=c1)
+    w, h = x1 - x0, y1 - y0
+    tile = Image.new("RGB", (w, h), c1)
+    d = ImageDraw.Draw(tile)
     step = rng.randint(6, 14)
     if pattern == "stripes":
-        for y in range(y0 + 2, y1 - 2, step):
-            draw.line([(x0 + 4, y), (x1 - 4, y)], fill=c2, width=max(2, step // 3))
+        for y in range(2, h - 2, step):
+            d.line([(0, y), (w, y)], fill=c2, width=max(2, step // 3))
     elif pattern == "checks":
-        for y in range(y0 + 2, y1 - step, step * 2):
-            for x in range(x0 + 4, x1 - step, step * 2):
-                draw.rectangle([x, y, x + step - 1, y + step - 1], fill=c2)
+        for y in range(0, h, step * 2):
+            for x in range(0, w, step * 2):
+                d.rectangle([x, y, x + step - 1, y + step - 1], fill=c2)
     elif pattern == "dots":
-        for y in range(y0 + step, y1 - step, step * 2):
-            for x in range(x0 + step, x1 - step, step * 2):
-                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c2)
+        for y in range(step, h - step // 2, step * 2):
+            for x in range(step, w - step // 2, step * 2):
+                d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c2)
     elif pattern == "diagonal":
-        for k in range(-(y1 - y0), x1 - x0, step * 2):
-            draw.line([(x0 + k, y0), (x0 + k + (y1 - y0), y1)], fill=c2, width=3)
+        for k in range(-h, w, step * 2):
+            d.line([(k, 0), (k + h, h)], fill=c2, width=3)
+    mask = Image.new("L", (w, h), 0)
+    md = ImageDraw.Draw(mask)
+    if shape == "ellipse":
+        md.ellipse([0, 0, w - 1, h - 1], fill=255)
+    elif shape == "trapezoid":
+        inset = w // 5
+        md.polygon([(inset, 0), (w - 1 - inset, 0), (w - 1, h - 1), (0, h - 1)], fill=255)
+    else:
+        md.rectangle([0, 0, w - 1, h - 1], fill=255)
+    img.paste(tile, (x0, y0), mask)
 
 
 def _background(rng: random.Random, size: tuple[int, int]) -> Image.Image:
@@ -83,38 +90,40 @@ def draw_look(rng: random.Random, garments: tuple[str, ...], size=(320, 480)) ->
     img = _background(rng, size)
     d = ImageDraw.Draw(img)
     cx = w // 2 + rng.randint(-20, 20)
-    skin = (120, 112, 108)  # low saturation: the colour rule calls it background, not a garment
+    bg = img.getpixel((0, 0))
+    skin = tuple(max(0, c - 30) for c in bg)  # unsaturated: the tiny model's colour rule calls it background
     head_r = rng.randint(26, 34)
     top = 40 + rng.randint(0, 20)
     d.ellipse([cx - head_r, top, cx + head_r, top + 2 * head_r], fill=skin)
     torso_w = rng.randint(90, 120)
     torso_top = top + 2 * head_r + 6
     torso_bottom = torso_top + rng.randint(130, 160)
+    waist = torso_bottom + rng.randint(18, 26)  # a strip of background between top and bottom garments
     leg_bottom = min(h - 30, torso_bottom + rng.randint(150, 190))
     if "Hat" in garments:
-        _fill(d, [cx - head_r - 8, top - 22, cx + head_r + 8, top + 12], rng, HUES["Hat"], rng.choice(PATTERNS),
+        _fill(img, [cx - head_r - 8, top - 34, cx + head_r + 8, top - 6], rng, HUES["Hat"], rng.choice(PATTERNS),
               rng.choice(["rect", "trapezoid"]))
     if "Dress" in garments:
-        _fill(d, [cx - torso_w // 2, torso_top, cx + torso_w // 2 + 10, leg_bottom - 60], rng, HUES["Dress"],
+        _fill(img, [cx - torso_w // 2, torso_top, cx + torso_w // 2 + 10, leg_bottom - 60], rng, HUES["Dress"],
               rng.choice(PATTERNS), "trapezoid")
     else:
         if "Upper-clothes" in garments:
-            _fill(d, [cx - torso_w // 2, torso_top, cx + torso_w // 2, torso_bottom], rng, HUES["Upper-clothes"],
+            _fill(img, [cx - torso_w // 2, torso_top, cx + torso_w // 2, torso_bottom], rng, HUES["Upper-clothes"],
                   rng.choice(PATTERNS), rng.choice(["rect", "trapezoid"]))
         if "Pants" in garments:
             pattern = rng.choice(PATTERNS)
             sub = random.Random(rng.random())  # both legs the same cloth
             state = sub.getstate()
             gap = rng.randint(6, 14)
-            _fill(d, [cx - torso_w // 2 + 6, torso_bottom, cx - gap // 2, leg_bottom], sub, HUES["Pants"], pattern)
+            _fill(img, [cx - torso_w // 2 + 6, waist, cx - gap // 2, leg_bottom], sub, HUES["Pants"], pattern)
             sub.setstate(state)
-            _fill(d, [cx + gap // 2, torso_bottom, cx + torso_w // 2 - 6, leg_bottom], sub, HUES["Pants"], pattern)
+            _fill(img, [cx + gap // 2, waist, cx + torso_w // 2 - 6, leg_bottom], sub, HUES["Pants"], pattern)
         elif "Skirt" in garments:
-            _fill(d, [cx - torso_w // 2 - 4, torso_bottom, cx + torso_w // 2 + 4, torso_bottom + rng.randint(90, 130)],
+            _fill(img, [cx - torso_w // 2 - 4, waist, cx + torso_w // 2 + 4, waist + rng.randint(90, 130)],
                   rng, HUES["Skirt"], rng.choice(PATTERNS), "trapezoid")
     if "Bag" in garments:
         bx = cx + torso_w // 2 + 8
-        _fill(d, [bx, torso_top + 60, bx + rng.randint(40, 60), torso_top + 60 + rng.randint(45, 70)], rng,
+        _fill(img, [bx, torso_top + 60, bx + rng.randint(40, 60), torso_top + 60 + rng.randint(45, 70)], rng,
               HUES["Bag"], rng.choice(PATTERNS))
     return img
 
@@ -124,7 +133,7 @@ def draw_flat(rng: random.Random, garment: str, size=(320, 320)) -> Image.Image:
     img = _background(rng, size)
     d = ImageDraw.Draw(img)
     m = rng.randint(40, 70)
-    _fill(d, [m, m, size[0] - m, size[1] - m], rng, HUES[garment], rng.choice(PATTERNS),
+    _fill(img, [m, m, size[0] - m, size[1] - m], rng, HUES[garment], rng.choice(PATTERNS),
           rng.choice(["rect", "trapezoid", "ellipse"]))
     return img
 

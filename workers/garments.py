@@ -57,6 +57,22 @@ def unletterbox(labels: np.ndarray, lb: Letterbox) -> np.ndarray:
     return np.asarray(Image.fromarray(cut, "L").resize((lb.width, lb.height), Image.NEAREST))
 
 
+def _window_sum(mask: np.ndarray, k: int) -> np.ndarray:
+    """Sum of ``mask`` over the k x k window around each pixel (summed-area table, O(H*W))."""
+    a, b = k // 2 + 1, k - k // 2 - 1
+    s = np.pad(mask.astype(np.int32), ((a, b), (a, b))).cumsum(0).cumsum(1)
+    return s[k:, k:] - s[:-k, k:] - s[k:, :-k] + s[:-k, :-k]
+
+
+def open_mask(mask: np.ndarray, k: int) -> np.ndarray:
+    """Morphological opening with a k x k square: removes speckle and thin fringes along region borders
+    (upsampled segmentation logits leave them), keeps every blob at least k pixels thick intact."""
+    if k <= 1:
+        return mask
+    eroded = _window_sum(mask, k) == k * k
+    return _window_sum(eroded, k) > 0
+
+
 def mask_to_box(mask: np.ndarray) -> BBox | None:
     """``masks_to_boxes`` for one mask, as a half-open box: x1/y1 are one past the last pixel."""
     ys = np.flatnonzero(mask.any(axis=1))
@@ -75,13 +91,18 @@ def extract_garments(
     crop_size: int = 256,
     blank_background: bool = False,
     only: set[str] | None = None,
+    open_fraction: float = 0.0,
 ) -> list[GarmentCrop]:
-    """One GarmentCrop per garment label present (largest first), body parts and specks left out."""
+    """One GarmentCrop per garment label present (largest first), body parts and specks left out.
+
+    ``open_fraction`` > 0 opens each mask with a square of that fraction of the shorter image side first.
+    """
     if label_map.shape != (image.height, image.width):
         raise ValueError(f"label map {label_map.shape} does not match image {image.height}x{image.width}")
     counts = np.bincount(label_map.ravel(), minlength=len(LABELS))
     total = label_map.size
     pixels = np.asarray(image)
+    k = max(1, round(open_fraction * min(label_map.shape))) if open_fraction > 0 else 1
     found = []
     for label_id in np.argsort(-counts[: len(LABELS)], kind="stable"):
         label_id = int(label_id)
@@ -91,7 +112,10 @@ def extract_garments(
         name = LABELS[label_id]
         if only is not None and name not in only:
             continue
-        mask = label_map == label_id
+        mask = open_mask(label_map == label_id, k)
+        frac = float(mask.sum()) / total
+        if frac < min_mask_fraction:
+            continue
         box = mask_to_box(mask)
         if box is None:
             continue

@@ -98,7 +98,7 @@ class QueryStage:
                 only = set(req.garments) if req.garments else None
                 found = extract_garments(img, unletterbox(lm, lb), garment_label_ids=self.s.garment_label_ids,
                                          min_mask_fraction=self.s.min_mask_fraction, crop_size=self.s.crop_size,
-                                         blank_background=self.s.blank_background, only=only)
+                                         blank_background=self.s.blank_background, open_fraction=self.s.mask_open_fraction, only=only)
                 per_request.append((i, req, own, found, len(all_crops)))
                 all_crops += [as_indexed(g.crop) for g in found]  # the pixels the index saw
         crop_ms = (time.perf_counter() - t0) * 1000 / len(pending)

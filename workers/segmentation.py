@@ -47,7 +47,7 @@ class SegmentationStage:
                     crops = extract_garments(
                         img, unletterbox(label_map, lb), garment_label_ids=self.s.garment_label_ids,
                         min_mask_fraction=self.s.min_mask_fraction, crop_size=self.s.crop_size,
-                        blank_background=self.s.blank_background,
+                        blank_background=self.s.blank_background, open_fraction=self.s.mask_open_fraction,
                     )
                     garments = [Garment(label=c.label, bbox=c.bbox, mask_fraction=c.mask_fraction,
                                         crop_jpeg=encode_jpeg(c.crop)) for c in crops]

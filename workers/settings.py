@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # --- Garments
     non_garment_labels: CsvList = Field(default_factory=lambda: list(DEFAULT_NON_GARMENT_LABELS))
     min_mask_fraction: float = Field(0.005, ge=0, le=1, description="garment area / image area below which it is noise")
+    mask_open_fraction: float = Field(
+        0.02, ge=0, le=0.2, description="open garment masks with a square of this fraction of the shorter side (0 = off)")
     blank_background: bool = Field(False, description="grey out pixels outside the garment mask in the crop")
 
     # --- Images

@@ -194,10 +194,13 @@ class GarmentIndex:
         return self._delete(f"tenant == {q(tenant)} and product_id == {q(product_id)}")
 
     def _delete(self, expr: str) -> int:
-        res = self.client.delete(self.name, filter=expr)
-        if isinstance(res, dict):
-            return int(res.get("delete_count", 0))
-        return int(getattr(res, "delete_count", 0) or 0)
+        """Delete the rows matching ``expr``; returns how many. (Milvus' own delete_count by filter is
+        not reliable across versions: find the ids first, then delete by primary key.)"""
+        ids = [r["id"] for r in self.client.query(self.name, filter=expr, output_fields=["id"],
+                                                  consistency_level="Strong")]
+        if ids:
+            self.client.delete(self.name, ids=ids)
+        return len(ids)
 
     # ------------------------------------------------------------------ reads
     @_milvus_call("search")
