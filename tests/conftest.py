@@ -106,9 +106,8 @@ class Pipeline:
             p.stop(timeout=20)
 
 
-@pytest.fixture
-def pipeline(services, request):
-    """A fresh namespace: unique topics, groups and collection. Workers are stopped afterwards."""
+def new_pipeline(services: Services) -> Pipeline:
+    """A fresh namespace: unique topics, groups and collection."""
     from workers.kafka_io import ensure_topics
 
     ns = f"t{uuid.uuid4().hex[:8]}"
@@ -125,6 +124,13 @@ def pipeline(services, request):
     }
     p = Pipeline(services, ns, env)
     ensure_topics(p.settings)
+    return p
+
+
+@pytest.fixture
+def pipeline(services, request):
+    """A fresh namespace for one test; its workers are stopped afterwards (logs shown on failure)."""
+    p = new_pipeline(services)
     yield p
     p.stop_all()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:

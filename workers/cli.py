@@ -172,7 +172,8 @@ def cmd_demo(a) -> int:
     state = Path(a.state or _state_dir())
     stack = Stack(state)
     if not stack.running():
-        os.environ.setdefault("LOOKSTREAM_ALLOW_RANDOM_WEIGHTS", "1")
+        if a.random_weights:
+            os.environ["LOOKSTREAM_ALLOW_RANDOM_WEIGHTS"] = "1"
         rc = cmd_stack(argparse.Namespace(action="up", state=str(state), no_workers=False, device="cpu",
                                           segformer_size=512, broker_port=0, redis_port=0, milvus_port=0,
                                           triton_grpc_port=0))
@@ -185,9 +186,12 @@ def cmd_demo(a) -> int:
         return rc
     query = data / "images" / "demo-0001.jpg"
     print(f"\nshop the look for {query}:")
-    return cmd_look(argparse.Namespace(image=str(query), tenant="demo", top_k=3, only=None, strategy="first_place_votes",
-                                       max_price=None, min_price=None, brand=None, category=None, in_stock=False,
-                                       timeout=60, out=str(state / "demo-sheet"), catalog=str(data), json=False))
+    rc = cmd_look(argparse.Namespace(image=str(query), tenant="demo", top_k=3, only=None, strategy="first_place_votes",
+                                     max_price=None, min_price=None, brand=None, category=None, in_stock=False,
+                                     timeout=60, out=str(state / "demo-sheet"), catalog=str(data), json=False))
+    print("\nthe stack keeps running: try `.venv/bin/lookstream look IMAGE --catalog "
+          f"{data}`; stop it with `.venv/bin/lookstream stack down`")
+    return rc
 
 
 # ------------------------------------------------------------------------------------------------ misc
@@ -274,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     de = sub.add_parser("demo", help="stack up + sample catalog + ingest + one look")
     de.add_argument("--state")
     de.add_argument("-n", type=int, default=24)
+    de.add_argument("--random-weights", action="store_true",
+                    help="if triton_models/ has no weights, write DECLARED random tiny ones (offline demo)")
     de.set_defaults(func=cmd_demo)
 
     se = sub.add_parser("settings", help="print the effective settings (secrets masked)")
