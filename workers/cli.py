@@ -72,12 +72,14 @@ def cmd_stack(a) -> int:
 def _ensure_weights() -> None:
     from . import model_repo
 
-    prov = model_repo.weights_provenance()
+    from .stack import MODELS_SRC
+
+    prov = model_repo.weights_provenance(MODELS_SRC)
     if any(p.get("missing") for p in prov.values()):
         if os.environ.get("LOOKSTREAM_ALLOW_RANDOM_WEIGHTS") == "1":
             print("WARNING: no model weights; LOOKSTREAM_ALLOW_RANDOM_WEIGHTS=1 -> writing DECLARED RANDOM "
                   "tiny weights (not a trained clothes model)", file=sys.stderr)
-            model_repo.init_weights(tiny=True)
+            model_repo.init_weights(MODELS_SRC, tiny=True)
         else:
             raise StackError("no model weights in triton_models/: run `lookstream models pull` (needs the model hub) "
                              "or `lookstream models init --random --tiny` (declared random weights), "
@@ -86,23 +88,25 @@ def _ensure_weights() -> None:
 
 def _print_weights() -> None:
     from . import model_repo
+    from .stack import MODELS_SRC
 
-    for line in model_repo.provenance_summary(model_repo.weights_provenance()):
+    for line in model_repo.provenance_summary(model_repo.weights_provenance(MODELS_SRC)):
         print(f"  weights: {line}")
 
 
 # ------------------------------------------------------------------------------------------------ models
 def cmd_models(a) -> int:
     from . import model_repo
+    from .stack import MODELS_SRC
 
     if a.action == "init":
         if not a.random:
             print("`models init` writes declared random weights only: pass --random (real ones: `models pull`)",
                   file=sys.stderr)
             return 2
-        model_repo.init_weights(tiny=a.tiny, seed=a.seed, quiet=False)
+        model_repo.init_weights(MODELS_SRC, tiny=a.tiny, seed=a.seed, quiet=False)
     elif a.action == "pull":
-        model_repo.pull_weights(segformer=a.segformer, resnet=a.resnet, force=a.force, quiet=False)
+        model_repo.pull_weights(MODELS_SRC, segformer=a.segformer, resnet=a.resnet, force=a.force, quiet=False)
     _print_weights()
     return 0
 

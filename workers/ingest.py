@@ -169,7 +169,12 @@ def _extra(s: Settings) -> dict:
 
 
 def _progress_bar(total: int) -> Callable[[int], None]:
+    last = [-1]
+
     def show(done: int) -> None:
+        if done == last[0]:
+            return
+        last[0] = done
         width = 30
         filled = int(width * done / max(total, 1))
         print(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)

@@ -25,6 +25,8 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 SETUP_HINT = "bash scripts/setup.sh"
 WORKER_KINDS = ("segmentation", "embedding", "query")
+# The Triton model repository (with its weights); LOOKSTREAM_MODEL_REPOSITORY points elsewhere.
+MODELS_SRC = Path(os.environ.get("LOOKSTREAM_MODEL_REPOSITORY", ROOT / "triton_models"))
 
 
 class StackError(RuntimeError):
@@ -180,7 +182,11 @@ class Service:
 
     def start(self) -> float:
         self.proc.start()
-        return wait_until(self.ready, self.start_timeout, self.name, self.proc)
+        try:
+            return wait_until(self.ready, self.start_timeout, self.name, self.proc)
+        except BaseException:
+            self.proc.stop()  # never leave a half-started service behind
+            raise
 
 
 def broker_service(state: Path, port: int, storage: str = "memory://tansu/", extra_env: dict | None = None) -> Service:
@@ -250,7 +256,7 @@ def milvus_ready(uri: str) -> bool:
 
 
 def triton_service(state: Path, http_port: int, grpc_port: int, metrics_port: int, *,
-                   models_src: Path = ROOT / "triton_models", device: str = "cpu",
+                   models_src: Path = MODELS_SRC, device: str = "cpu",
                    segformer_size: int = 512, instances: int = 1, torch_threads: int = 1) -> Service:
     from . import model_repo
 
@@ -320,7 +326,8 @@ class Stack:
         return [p.name for p in self.procs() if p.pid() is not None]
 
     def up(self, *, workers: bool = True, ports: dict[str, int] | None = None, storage: str = "memory://tansu/",
-           device: str = "cpu", segformer_size: int = 512, echo: Callable[[str], None] = print) -> dict[str, str]:
+           device: str = "cpu", segformer_size: int = 512, models_src: Path | None = None,
+           echo: Callable[[str], None] = print) -> dict[str, str]:
         if self.running():
             raise StackError(f"stack already running in {self.state} ({', '.join(self.running())}); "
                              "run 'lookstream stack down' first")
@@ -332,7 +339,7 @@ class Stack:
             redis_service(self.state, port("redis")),
             milvus_service(self.state, port("milvus")),
             triton_service(self.state, port("triton_http"), port("triton_grpc"), port("triton_metrics"),
-                           device=device, segformer_size=segformer_size),
+                           models_src=models_src or MODELS_SRC, device=device, segformer_size=segformer_size),
         ]
         env: dict[str, str] = {"LOOKSTREAM_STATE_DIR": str(self.state)}
         try:
