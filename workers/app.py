@@ -72,7 +72,7 @@ class Readiness:
 
 def run_worker(kind: str, s: Settings | None = None) -> None:
     s = s or Settings()
-    setup_logging(s.log_level, s.log_json)
+    setup_logging(s.log_level, s.log_json, worker=kind)
     stage = build_stage(kind, s)
     ensure_topics(s)
     group = f"{s.group_id_prefix}-{kind}"

@@ -36,9 +36,24 @@ class TextFormatter(logging.Formatter):
         return f"{base} [{ctx}]" if ctx else base
 
 
-def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
+class _WorkerName(logging.Filter):
+    """Stamps every record with the worker kind (a JSON field) unless the call set one."""
+
+    def __init__(self, worker: str):
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "worker", None) is None:
+            record.worker = self.worker
+        return True
+
+
+def setup_logging(level: str = "INFO", json_lines: bool = False, worker: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if worker:
+        handler.addFilter(_WorkerName(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

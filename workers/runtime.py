@@ -264,7 +264,8 @@ class Worker(Generic[T]):
                         break
                     m.MESSAGES.labels(self.name, item.record.topic, "retried").inc()
                     log.warning("%s: item %s/%d@%d failed (attempt %d): %s", self.name, item.record.topic,
-                                item.record.partition, item.record.offset, attempt, e)
+                                item.record.partition, item.record.offset, attempt, e,
+                                extra={"event_id": _event_id(item.msg)})
                     time.sleep(min(self.s.backoff_initial_s * attempt, self.s.backoff_max_s))
         return out
 
@@ -313,7 +314,7 @@ class Worker(Generic[T]):
                 for f in futures:
                     f.get(timeout=1)
                 for o in outs:
-                    m.PRODUCED.labels(self.name, o.topic).inc()
+                    m.PRODUCED.labels(self.name, self._topic_label(o.topic)).inc()
                 m.DEPENDENCY_UP.labels(self.name, "kafka").set(1)
                 self.backoff.reset()
                 return
@@ -323,6 +324,11 @@ class Worker(Generic[T]):
                 # Resending may duplicate outputs already acknowledged: downstream is idempotent.
                 if not self._wait_paused(self.backoff.next(), f"produce failed: {e!r}"):
                     raise
+
+    def _topic_label(self, topic: str) -> str:
+        """Reply topics are per tenant (and per client): one bounded label value for all of them."""
+        prefix = self.s.reply_topic_prefix
+        return prefix if topic == prefix or topic.startswith(prefix + ".") else topic
 
     def _commit(self, records: list[Record]) -> None:
         last: dict[TopicPartition, int] = {}
@@ -354,6 +360,11 @@ class Worker(Generic[T]):
                 continue
             if pos is not None:
                 m.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, hw - pos))
+
+
+def _event_id(msg: Message) -> str | None:
+    """The id to put on log lines about a message: its event id, or a look request's request id."""
+    return getattr(msg, "event_id", None) or getattr(msg, "request_id", None)
 
 
 def _peek_ids(raw: bytes | None) -> tuple[str | None, str | None]:
