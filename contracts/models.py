@@ -55,7 +55,7 @@ def new_id() -> str:
 
 
 def _check_version(v: str) -> str:
-    m = re.fullmatch(r"(\d+)\.(\d+)", v)
+    m = re.fullmatch(r"([0-9]+)\.([0-9]+)", v)  # ASCII digits only: \d also matches e.g. "١"
     if not m:
         raise ValueError(f"schema_version must look like '{SCHEMA_MAJOR}.0', got {v!r}")
     if int(m.group(1)) != SCHEMA_MAJOR:
@@ -66,7 +66,7 @@ def _check_version(v: str) -> str:
 
 
 def _no_control_chars(v: str) -> str:
-    if any(ord(c) < 32 and c not in "\t" for c in v):
+    if any((ord(c) < 32 or 0x7F <= ord(c) <= 0x9F) and c != "\t" for c in v):  # C0, DEL and C1
         raise ValueError("control characters are not allowed")
     return v
 

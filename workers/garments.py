@@ -70,7 +70,9 @@ def open_mask(mask: np.ndarray, k: int) -> np.ndarray:
     if k <= 1:
         return mask
     eroded = _window_sum(mask, k) == k * k
-    return _window_sum(eroded, k) > 0
+    # Dilate with the reflected window (flip, sum, flip back): for an even k the window is not
+    # symmetric, and dilating with the same window would shift the result by one pixel.
+    return _window_sum(eroded[::-1, ::-1], k)[::-1, ::-1] > 0
 
 
 def mask_to_box(mask: np.ndarray) -> BBox | None:

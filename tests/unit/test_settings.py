@@ -1,0 +1,168 @@
+"""LOOKSTREAM_* settings: list parsing, derived values, secrets never printed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from contracts.models import DEFAULT_NON_GARMENT_LABELS, LABEL_IDS, LABELS
+from workers.settings import Settings, load_settings, redact_url
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for k in list(os.environ):
+        if k.startswith("LOOKSTREAM_"):
+            monkeypatch.delenv(k)
+
+
+def settings(**kw) -> Settings:
+    return Settings(_env_file=None, **kw)
+
+
+def test_defaults():
+    s = settings()
+    assert s.non_garment_labels == list(DEFAULT_NON_GARMENT_LABELS)
+    assert s.allowed_image_formats == ["JPEG", "PNG", "WEBP"]
+    assert s.batch_size == 16 and s.image_root is None
+    assert s.dlq_topic("catalog.products") == "catalog.products.dlq"
+
+
+def test_csv_env_lists(monkeypatch):
+    monkeypatch.setenv("LOOKSTREAM_NON_GARMENT_LABELS", " Background, Hair ,,Face ")
+    monkeypatch.setenv("LOOKSTREAM_ALLOWED_IMAGE_FORMATS", "JPEG,PNG")
+    s = settings()
+    assert s.non_garment_labels == ["Background", "Hair", "Face"]
+    assert s.allowed_image_formats == ["JPEG", "PNG"]
+
+
+def test_json_env_lists(monkeypatch):
+    monkeypatch.setenv("LOOKSTREAM_NON_GARMENT_LABELS", '["Background", "Bag"]')
+    monkeypatch.setenv("LOOKSTREAM_ALLOWED_IMAGE_FORMATS", ' ["WEBP"] ')
+    s = settings()
+    assert s.non_garment_labels == ["Background", "Bag"]
+    assert s.allowed_image_formats == ["WEBP"]
+
+
+def test_single_value_and_empty_env_lists(monkeypatch):
+    monkeypatch.setenv("LOOKSTREAM_ALLOWED_IMAGE_FORMATS", "PNG")
+    monkeypatch.setenv("LOOKSTREAM_NON_GARMENT_LABELS", "")
+    s = settings()
+    assert s.allowed_image_formats == ["PNG"]
+    assert s.non_garment_labels == []
+    assert s.garment_label_ids == frozenset(range(len(LABELS)))
+
+
+def test_lists_from_keyword_arguments():
+    assert settings(allowed_image_formats="JPEG, BMP").allowed_image_formats == ["JPEG", "BMP"]
+    assert settings(allowed_image_formats='["GIF"]').allowed_image_formats == ["GIF"]
+    assert settings(non_garment_labels=["Hat"]).non_garment_labels == ["Hat"]
+    assert load_settings(allowed_image_formats="PNG").allowed_image_formats == ["PNG"]
+
+
+def test_dotenv_file_lists_and_values(tmp_path, monkeypatch):
+    env = tmp_path / ".env"
+    env.write_text("LOOKSTREAM_ALLOWED_IMAGE_FORMATS=JPEG,WEBP\nLOOKSTREAM_BATCH_SIZE=5\n"
+                   "LOOKSTREAM_IMAGE_ROOT=/data/images\nOTHER_THING=1\n")
+    s = Settings(_env_file=env)
+    assert s.allowed_image_formats == ["JPEG", "WEBP"]
+    assert s.batch_size == 5
+    assert s.image_root == Path("/data/images")
+    monkeypatch.setenv("LOOKSTREAM_BATCH_SIZE", "7")  # the environment beats .env
+    assert Settings(_env_file=env).batch_size == 7
+
+
+def test_scalar_env_values_are_typed_and_checked(monkeypatch):
+    monkeypatch.setenv("LOOKSTREAM_BATCH_SIZE", "32")
+    monkeypatch.setenv("LOOKSTREAM_BACKOFF_INITIAL_S", "0.25")
+    monkeypatch.setenv("LOOKSTREAM_BLANK_BACKGROUND", "true")
+    monkeypatch.setenv("LOOKSTREAM_SECURITY_PROTOCOL", "SASL_SSL")
+    s = settings()
+    assert (s.batch_size, s.backoff_initial_s, s.blank_background, s.security_protocol) == (32, 0.25, True, "SASL_SSL")
+    monkeypatch.setenv("LOOKSTREAM_BATCH_SIZE", "0")
+    with pytest.raises(ValidationError, match="batch_size"):
+        settings()
+    monkeypatch.setenv("LOOKSTREAM_BATCH_SIZE", "8")
+    monkeypatch.setenv("LOOKSTREAM_SECURITY_PROTOCOL", "TLS")
+    with pytest.raises(ValidationError, match="security_protocol"):
+        settings()
+
+
+def test_garment_label_ids_exclude_body_parts():
+    ids = settings().garment_label_ids
+    names = {LABELS[i] for i in ids}
+    assert names == {"Hat", "Sunglasses", "Upper-clothes", "Skirt", "Pants", "Dress", "Belt", "Left-shoe",
+                     "Right-shoe", "Bag", "Scarf"}
+    for body in ("Background", "Hair", "Face", "Left-leg", "Right-leg", "Left-arm", "Right-arm"):
+        assert LABEL_IDS[body] not in ids
+    custom = settings(non_garment_labels="Background,Bag").garment_label_ids
+    assert LABEL_IDS["Bag"] not in custom and LABEL_IDS["Hair"] in custom and len(custom) == len(LABELS) - 2
+
+
+def test_redacted_masks_secrets_and_url_passwords():
+    s = settings(sasl_mechanism="PLAIN", sasl_username="svc", sasl_password="kafka-pw-123",
+                 milvus_token="root:milvus-tok-456", redis_password="redis-pw-789",
+                 redis_url="redis://user:secret-in-url@cache.internal:6379/0",
+                 milvus_uri="https://admin:milvus-url-pw@milvus.internal:19530",
+                 image_root="/data/img")
+    r = s.redacted()
+    assert r["sasl_password"] == "**********"
+    assert r["milvus_token"] == "**********"
+    assert r["redis_password"] == "**********"
+    assert r["redis_url"] == "redis://user:**********@cache.internal:6379/0"
+    assert r["milvus_uri"] == "https://admin:**********@milvus.internal:19530"
+    assert r["sasl_username"] == "svc"
+    assert r["image_root"] == "/data/img"
+    text = json.dumps(r)  # printable as JSON: no SecretStr or Path objects left
+    for secret in ("kafka-pw-123", "milvus-tok-456", "redis-pw-789", "secret-in-url", "milvus-url-pw"):
+        assert secret not in text
+    for secret in ("kafka-pw-123", "milvus-tok-456", "redis-pw-789"):  # SecretStr fields: masked in repr too
+        assert secret not in repr(s) and secret not in str(s)
+
+
+def test_redacted_unset_secrets():
+    r = settings().redacted()
+    assert r["sasl_password"] is None and r["milvus_token"] is None and r["redis_password"] is None
+    assert r["redis_url"] == "redis://127.0.0.1:6379/0"
+    assert settings(redis_password="").redacted()["redis_password"] == ""
+
+
+@pytest.mark.parametrize("url,want", [
+    ("redis://user:secret@host:6379/0", "redis://user:**********@host:6379/0"),
+    ("redis://:secret@host", "redis://:**********@host"),
+    ("rediss://u:p%40ss@h/1", "rediss://u:**********@h/1"),
+    ("redis://host:6379/0", "redis://host:6379/0"),
+    ("redis://user@host", "redis://user@host"),
+    ("http://127.0.0.1:19530", "http://127.0.0.1:19530"),
+    ("a://x:1@h b://y:2@k", "a://x:**********@h b://y:**********@k"),
+])
+def test_redact_url(url, want):
+    assert redact_url(url) == want
+
+
+def test_kafka_common_plain():
+    conf = settings(bootstrap_servers="b1:9092,b2:9092").kafka_common()
+    assert conf == {"bootstrap_servers": ["b1:9092", "b2:9092"], "security_protocol": "PLAINTEXT"}
+
+
+def test_kafka_common_with_sasl_and_ssl():
+    conf = settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="svc",
+                    sasl_password="pw", ssl_cafile="/etc/ca.pem").kafka_common()
+    assert conf == {
+        "bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "svc", "sasl_plain_password": "pw",
+        "ssl_cafile": "/etc/ca.pem",
+    }
+
+
+def test_kafka_common_sasl_from_env(monkeypatch):
+    monkeypatch.setenv("LOOKSTREAM_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("LOOKSTREAM_SASL_USERNAME", "u")
+    monkeypatch.setenv("LOOKSTREAM_SASL_PASSWORD", "env-pw")
+    conf = settings().kafka_common()
+    assert (conf["sasl_mechanism"], conf["sasl_plain_username"], conf["sasl_plain_password"]) == ("PLAIN", "u", "env-pw")
+    assert settings(sasl_mechanism="PLAIN").kafka_common()["sasl_plain_password"] == "env-pw"
