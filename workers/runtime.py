@@ -272,14 +272,23 @@ class Worker(Generic[T]):
     def _wait_paused(self, seconds: float, why: str) -> bool:
         """Back off with partitions paused, polling so the group keeps us. False if asked to stop."""
         log.warning("%s: %s; retrying in %.1f s", self.name, why, seconds)
-        assignment = self.consumer.assignment()
-        self.consumer.pause(*assignment)
+        paused = set(self.consumer.assignment())
+        self.consumer.pause(*paused)
         try:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 if self._stop.is_set():
                     return False
-                self.consumer.poll(timeout_ms=min(200, max(1, int((deadline - time.monotonic()) * 1000))))
+                polled = self.consumer.poll(timeout_ms=min(200, max(1, int((deadline - time.monotonic()) * 1000))))
+                # A rebalance may hand us a new, unpaused partition mid-backoff: whatever it returned is
+                # not processed now, so rewind it (fetched again after the backoff) and pause it too.
+                for tp, recs in polled.items():
+                    if recs:
+                        self.consumer.seek(tp, recs[0].offset)
+                new = set(self.consumer.assignment()) - paused
+                if new:
+                    self.consumer.pause(*new)
+                    paused |= new
             return True
         finally:
             self.consumer.resume(*self.consumer.assignment())
