@@ -34,10 +34,9 @@ def cmd_stack(a) -> int:
     stack = Stack(Path(a.state or _state_dir()))
     if a.action == "up":
         _ensure_weights()
-        storage = "memory://tansu/"
         t0 = time.monotonic()
         print(f"starting the embedded stack in {stack.state}")
-        stack.up(workers=not a.no_workers, storage=storage, device=a.device, segformer_size=a.segformer_size,
+        stack.up(workers=not a.no_workers, durable=a.durable, device=a.device, segformer_size=a.segformer_size,
                  ports={"broker": a.broker_port, "redis": a.redis_port, "milvus": a.milvus_port,
                         "triton_grpc": a.triton_grpc_port})
         print(f"stack up in {time.monotonic() - t0:.1f} s; endpoints in {stack.env_file}")
@@ -178,7 +177,7 @@ def cmd_demo(a) -> int:
     if not stack.running():
         if a.random_weights:
             os.environ["LOOKSTREAM_ALLOW_RANDOM_WEIGHTS"] = "1"
-        rc = cmd_stack(argparse.Namespace(action="up", state=str(state), no_workers=False, device="cpu",
+        rc = cmd_stack(argparse.Namespace(action="up", state=str(state), no_workers=False, durable=False, device="cpu",
                                           segformer_size=512, broker_port=0, redis_port=0, milvus_port=0,
                                           triton_grpc_port=0))
         if rc:
@@ -226,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("name", nargs="?", help="logs: only this process (e.g. triton, worker-query)")
     st.add_argument("--state", help="state folder (default .lookstream or LOOKSTREAM_STATE_DIR)")
     st.add_argument("--no-workers", action="store_true", help="services only")
+    st.add_argument("--durable", action="store_true",
+                    help="broker log in a local S3 (moto) instead of memory: survives a broker restart")
     st.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     st.add_argument("--segformer-size", type=int, default=512)
     st.add_argument("--lines", type=int, default=40)

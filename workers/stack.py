@@ -203,6 +203,28 @@ def broker_service(state: Path, port: int, storage: str = "memory://tansu/", ext
     return Service("broker", proc, lambda: broker_ready(servers), {"LOOKSTREAM_BOOTSTRAP_SERVERS": servers}, 30)
 
 
+def s3_service(state: Path, port: int, bucket: str = "tansu") -> Service:
+    """A local S3 (moto) so the broker's data survives a broker restart (ENVIRONMENT.md)."""
+    exe = require_file(Path(sys.executable).with_name("moto_server"), "moto_server (moto[server])")
+    proc = Proc("s3", [str(exe), "-H", "127.0.0.1", "-p", str(port)], state)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        req = urllib.request.Request(f"{url}/{bucket}", method="PUT")  # create the bucket (idempotent)
+        with urllib.request.urlopen(req, timeout=2) as r:
+            return r.status == 200
+
+    return Service("s3", proc, ready, {"LOOKSTREAM_BROKER_S3": f"{url}/{bucket}"}, 30)
+
+
+def durable_broker_service(state: Path, port: int, s3: Service) -> Service:
+    """Tansu storing its log in the local S3: kill -9 and restart lose nothing that was acknowledged."""
+    url, bucket = s3.env["LOOKSTREAM_BROKER_S3"].rsplit("/", 1)
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT": url, "AWS_ALLOW_HTTP": "true"}
+    return broker_service(state, port, storage=f"s3://{bucket}/", extra_env=env)
+
+
 def broker_ready(servers: str) -> bool:
     from kafka import KafkaAdminClient
 
@@ -297,7 +319,7 @@ def worker_proc(kind: str, state: Path, env: dict[str, str], name: str | None = 
 class Stack:
     """``lookstream stack up|down|status|logs`` on one state folder."""
 
-    SERVICES = ("broker", "redis", "milvus", "triton")
+    SERVICES = ("s3", "broker", "redis", "milvus", "triton")
 
     def __init__(self, state: Path):
         self.state = state.resolve()
@@ -325,7 +347,7 @@ class Stack:
     def running(self) -> list[str]:
         return [p.name for p in self.procs() if p.pid() is not None]
 
-    def up(self, *, workers: bool = True, ports: dict[str, int] | None = None, storage: str = "memory://tansu/",
+    def up(self, *, workers: bool = True, ports: dict[str, int] | None = None, durable: bool = False,
            device: str = "cpu", segformer_size: int = 512, models_src: Path | None = None,
            echo: Callable[[str], None] = print) -> dict[str, str]:
         if self.running():
@@ -334,8 +356,10 @@ class Stack:
         ports = {k: v for k, v in (ports or {}).items() if v}
         self.state.mkdir(parents=True, exist_ok=True)
         port = lambda k: ports.get(k) or free_port()  # noqa: E731
+        s3 = s3_service(self.state, port("s3")) if durable else None
         services = [
-            broker_service(self.state, port("broker"), storage),
+            *([s3] if s3 else []),
+            durable_broker_service(self.state, port("broker"), s3) if s3 else broker_service(self.state, port("broker")),
             redis_service(self.state, port("redis")),
             milvus_service(self.state, port("milvus")),
             triton_service(self.state, port("triton_http"), port("triton_grpc"), port("triton_metrics"),
@@ -371,8 +395,9 @@ class Stack:
         self.env_file.write_text("# written by 'lookstream stack up'\n" + "".join(f"{k}={v}\n" for k, v in env.items()))
 
     def down(self, echo: Callable[[str], None] = print) -> None:
-        # Workers first (they finish their batch and commit), then the services they use.
-        for p in sorted(self.procs(), key=lambda p: not p.name.startswith("worker")):
+        # Workers first (they finish their batch and commit), then services in reverse start order.
+        order = {name: i for i, name in enumerate(reversed(self.SERVICES))}
+        for p in sorted(self.procs(), key=lambda p: order.get(p.name, -1)):
             if p.pid() is not None:
                 p.stop(timeout=20 if p.name.startswith("worker") else 10)
                 echo(f"  stopped {p.name}")
@@ -386,10 +411,11 @@ class Stack:
             "milvus": lambda: milvus_ready(env["LOOKSTREAM_MILVUS_URI"]),
             "triton": lambda: _triton_ready(env),
         }
+        checks["s3"] = lambda: True
         out = {}
         for p in self.procs():
             pid = p.pid()
-            if pid is None and p.name not in self.SERVICES:
+            if pid is None and (p.name not in self.SERVICES or p.name == "s3"):
                 continue
             ready = False
             if pid is not None:
