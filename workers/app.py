@@ -19,7 +19,7 @@ def build_stage(kind: str, s: Settings):
     from .triton_client import TritonModels
 
     triton = TritonModels(s.triton_url, segformer_model=s.segformer_model, resnet_model=s.resnet_model,
-                          timeout_s=s.triton_timeout_s)
+                          timeout_s=s.triton_timeout_s, ssl=s.triton_ssl)
     if kind == "segmentation":
         from .segmentation import SegmentationStage
 
