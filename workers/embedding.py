@@ -82,4 +82,5 @@ class EmbeddingStage:
         return []
 
     def ready_checks(self):
-        return {"triton": self.triton.ready, "milvus": self.index.ping, "redis": self.cache.ping}
+        # the Milvus probe has its own client: a readiness check never closes the channel work is using
+        return {"triton": self.triton.ready, "milvus": GarmentIndex(self.s).ping, "redis": self.cache.ping}

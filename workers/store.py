@@ -93,14 +93,19 @@ class Hit:
 
 
 def _milvus_call(what: str):
-    """Connection-level Milvus failures are a dependency problem; anything else propagates as is."""
+    """Connection-level Milvus failures are a dependency problem; anything else propagates as is.
+
+    After one, the client is dropped: a gRPC channel the server closed (restart, GOAWAY) stays broken,
+    so the retry must reconnect rather than reuse it.
+    """
 
     def deco(fn):
-        def wrapper(*a, **kw):
+        def wrapper(self, *a, **kw):
             try:
-                return fn(*a, **kw)
+                return fn(self, *a, **kw)
             except Exception as e:
                 if _is_unavailable(e):
+                    self.close()
                     raise DependencyError("milvus", f"{what}: {e}") from e
                 raise
 
@@ -229,13 +234,16 @@ class GarmentIndex:
             self.client.has_collection(self.name)
             return True
         except Exception:
-            self._client = None
+            self.close()
             return False
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a broken channel may fail; it is gone either way
+                pass
 
 
 def filter_expression(tenant: str, label: str, f: Filters) -> str:
