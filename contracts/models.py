@@ -148,7 +148,7 @@ class ProductMetadata(BaseModel):
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
     url: Annotated[str, StringConstraints(max_length=2048)] = ""
     in_stock: bool = True
-    attributes: dict[Annotated[str, StringConstraints(max_length=64)], Text] = Field(
+    attributes: dict[Annotated[str, StringConstraints(max_length=64), AfterValidator(_no_control_chars)], Text] = Field(
         default_factory=dict, max_length=64
     )
 

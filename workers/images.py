@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import stat
 import warnings
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -25,12 +26,13 @@ def image_bytes(ref: ImageRef, s: Settings) -> bytes:
         data = ref.data
     elif ref.uri is not None and ref.uri.startswith("file://"):
         data = _read_file_uri(ref.uri, s)
+    elif ref.uri is not None and ref.uri.startswith(("https://", "http://", "s3://")):  # fetch.py decides
+        from .fetch import fetch_image  # PoisonError for refusals; FetchUnavailable (retried) for outages
+
+        data = fetch_image(ref.uri, s)
     else:
-        raise PoisonError(
-            f"image uri {ref.uri!r}: remote fetching (https/s3) is not enabled in this deployment; "
-            "send the image inline or as file:// under LOOKSTREAM_IMAGE_ROOT",
-            category="image_fetch",
-        )
+        raise PoisonError(f"image uri {str(ref.uri)[:200]!r}: unsupported scheme (https://, s3:// or file://)",
+                          category="image_fetch")
     if len(data) > s.max_image_bytes:
         raise PoisonError(f"image is {len(data)} bytes, over the {s.max_image_bytes}-byte limit", category="bad_image")
     return data
@@ -47,10 +49,16 @@ def _read_file_uri(uri: str, s: Settings) -> bytes:
     if not path.is_relative_to(root):
         raise PoisonError(f"image path {path} is outside the allowed root {root}", category="image_fetch")
     try:
-        size = path.stat().st_size
-        if size > s.max_image_bytes:
-            raise PoisonError(f"image file is {size} bytes, over the {s.max_image_bytes}-byte limit", category="bad_image")
-        return path.read_bytes()
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise PoisonError(f"image path is a directory: {path}", category="image_fetch")
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block the worker (or never end)
+            raise PoisonError(f"image path is not a regular file: {path}", category="image_fetch")
+        if st.st_size > s.max_image_bytes:
+            raise PoisonError(f"image file is {st.st_size} bytes, over the {s.max_image_bytes}-byte limit",
+                              category="bad_image")
+        with path.open("rb") as f:
+            return f.read(s.max_image_bytes + 1)  # a file growing after the stat is caught by image_bytes
     except FileNotFoundError:
         raise PoisonError(f"image file not found: {path}", category="image_fetch") from None
     except IsADirectoryError:

@@ -23,6 +23,7 @@ from contracts.models import (
 
 from . import metrics as m
 from .errors import DependencyError, PoisonError
+from .fetch import FetchUnavailable
 from .garments import as_indexed, extract_garments, letterbox, unletterbox
 from .images import decode_image, image_bytes
 from .ranking import rank
@@ -78,6 +79,9 @@ class QueryStage:
                     img = decode_image(data, self.s)
             except PoisonError as e:
                 results[i] = self._reply(req, ReplyStatus.error, error=f"bad image: {e}", dead_letter=e)
+                continue
+            except FetchUnavailable as e:  # the shopper is waiting: answer now (no retries, no dead letter)
+                results[i] = self._reply(req, ReplyStatus.error, error=f"image could not be fetched, try again: {e}")
                 continue
             canvas, lb = letterbox(img, self.s.segformer_size)
             pending.append((i, req, img, lb, canvas, {"decode": (time.perf_counter() - t0) * 1000}))

@@ -34,11 +34,15 @@ from contracts.models import DeadLetter, Message
 
 from . import metrics as m
 from .errors import DependencyError, PoisonError
-from .settings import Settings
+from .settings import MAX_RECORD_BYTES, Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=Message)
+
+# A dead letter must itself fit in a record (settings.MAX_RECORD_BYTES, base64 inside JSON).
+DLQ_MAX_RECORD_BYTES = MAX_RECORD_BYTES - 256 * 1024
+DLQ_KEEP_VALUE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -303,16 +307,26 @@ class Worker(Generic[T]):
     # ---------------------------------------------------------------- outputs
     def _dead_letter(self, rec: Record, err: PoisonError, attempts: int, first_seen: datetime) -> Out:
         event_id, tenant = _peek_ids(rec.value)
-        dl = DeadLetter(
+        fields = dict(
             stage=self.name, source_topic=rec.topic, partition=rec.partition, offset=rec.offset,
             key=rec.key, value=rec.value or b"", headers={k: v or b"" for k, v in rec.headers},
             reason=str(err), error_type=err.category, attempts=max(1, attempts),
             event_id=event_id, tenant=tenant, first_seen_at=first_seen,
         )
+        out = Out.of(self.dlq_topic, DeadLetter(**fields), key=rec.key.decode(errors="replace") if rec.key else None)
+        if len(out.value) > DLQ_MAX_RECORD_BYTES:
+            # base64 makes a dead letter 4/3 of its input: a record near the size limit would never be
+            # accepted by the broker, and the produce retry would block the partition forever. Keep a prefix.
+            size = len(fields["value"])
+            fields.update(value=fields["value"][:DLQ_KEEP_VALUE_BYTES],
+                          headers={k: v[:1024] for k, v in fields["headers"].items()},
+                          reason=f"{fields['reason']} [dead letter keeps the first {DLQ_KEEP_VALUE_BYTES} of "
+                                 f"{size} bytes of the record]")
+            out = Out.of(self.dlq_topic, DeadLetter(**fields), key=out.key.decode(errors="replace") if out.key else None)
         m.DLQ.labels(self.name, err.category).inc()
         log.warning("%s: dead letter %s/%d@%d (%s): %s", self.name, rec.topic, rec.partition, rec.offset,
                     err.category, err, extra={"event_id": event_id})
-        return Out.of(self.dlq_topic, dl, key=rec.key.decode(errors="replace") if rec.key else None)
+        return out
 
     def _produce_all(self, outs: Sequence[Out]) -> None:
         """Send everything, then wait for every acknowledgement; a broker failure retries the whole set."""

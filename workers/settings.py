@@ -32,6 +32,7 @@ def _csv(v: object) -> object:
 
 
 CsvList = Annotated[list[str], NoDecode]
+_CSV_FIELDS = ("non_garment_labels", "allowed_image_formats", "fetch_allowed_hosts", "fetch_allow_http_hosts")
 
 
 class Settings(BaseSettings):
@@ -86,6 +87,15 @@ class Settings(BaseSettings):
     min_image_side: int = 16
     allowed_image_formats: CsvList = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
     image_root: Path | None = Field(None, description="file:// image URIs must resolve under this folder")
+    # Remote images (workers/fetch.py): https only, to these hosts ("*.cdn.example" = any subdomain), public IPs.
+    fetch_allowed_hosts: CsvList = Field(default_factory=list, description="empty = https/s3 fetching disabled")
+    fetch_timeout_s: float = Field(10.0, gt=0, description="total time for one image, redirects included")
+    fetch_max_redirects: int = Field(3, ge=0, le=10)
+    fetch_s3_endpoint: str | None = Field(None, description="s3://b/k -> <endpoint>/b/k over https; unset = s3 off")
+    fetch_ca_file: str | None = Field(None, description="extra CA bundle for image hosts (default: system CAs)")
+    # Test-only: plain http for these hosts, and loopback addresses. Never set them in production.
+    fetch_allow_http_hosts: CsvList = Field(default_factory=list)
+    fetch_allow_loopback: bool = False
 
     # --- Milvus
     milvus_uri: str = "http://127.0.0.1:19530"
@@ -111,7 +121,7 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".lookstream")
 
     def __init__(self, **kw):  # noqa: D107 - lists from CSV env values
-        for name in ("non_garment_labels", "allowed_image_formats"):
+        for name in _CSV_FIELDS:
             if name in kw:
                 kw[name] = _csv(kw[name])
         super().__init__(**kw)
@@ -171,7 +181,7 @@ class _CsvEnv:
 
     def __call__(self):
         data = self.inner()
-        for name in ("non_garment_labels", "allowed_image_formats"):
+        for name in _CSV_FIELDS:
             if name in data:
                 data[name] = _csv(data[name])
         return data

@@ -1,0 +1,426 @@
+"""workers/fetch.py against a local HTTP server on 127.0.0.1: the only address these tests ever connect to.
+
+The server is reachable only through the test-only settings (plain http for 127.0.0.1, loopback allowed).
+Every connection the fetcher opens goes through a guard that fails the test for any address other than
+127.0.0.1, so a refused redirect target is proven never to have been contacted.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from PIL import Image
+
+from contracts.models import ImageRef
+from workers import fetch
+from workers.errors import PoisonError
+from workers.fetch import FetchUnavailable, address_refusal, fetch_image, host_allowed, signature_format
+from workers.images import image_bytes
+from workers.settings import Settings
+
+
+def _png(size=(32, 32)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+PNG = _png()
+BIG = b"\x89PNG\r\n\x1a\n" + b"\0" * 5000
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    routes: dict = {}
+    seen: list = []
+
+    def log_message(self, *a):  # quiet
+        pass
+
+    def do_GET(self):  # noqa: N802
+        self.seen.append((self.path, self.headers.get("Host")))
+        route = self.routes.get(self.path.split("?")[0])
+        if route is None:
+            self._send(404, b"nope", "text/plain")
+            return
+        route(self)
+
+    def _send(self, status, body, ctype, extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def redirect(self, where, status=302):
+        self.send_response(status)
+        self.send_header("Location", where)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def base(server):
+    Handler.seen.clear()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.fixture(autouse=True)
+def only_loopback(monkeypatch):
+    """Fail loudly if the fetcher tries to connect anywhere but 127.0.0.1."""
+    real = socket.create_connection
+    attempts = []
+
+    def guarded(address, *a, **kw):
+        attempts.append(address[0])
+        assert address[0] == "127.0.0.1", f"fetcher tried to connect to {address}"
+        return real(address, *a, **kw)
+
+    monkeypatch.setattr(fetch.socket, "create_connection", guarded)
+    return attempts
+
+
+def settings(**kw) -> Settings:
+    base = dict(fetch_allowed_hosts=["127.0.0.1"], fetch_allow_http_hosts=["127.0.0.1"], fetch_allow_loopback=True,
+                fetch_timeout_s=3.0, max_image_bytes=4096)
+    return Settings(**{**base, **kw})
+
+
+def route(path):
+    def deco(fn):
+        Handler.routes[path] = fn
+        return fn
+    return deco
+
+
+@route("/good.png")
+def _good(h):
+    h._send(200, PNG, "image/png")
+
+
+@route("/good-charset.png")
+def _good_ct(h):
+    h._send(200, PNG, "image/png; charset=binary")
+
+
+@route("/html")
+def _html(h):
+    h._send(200, b"<html><body>hi</body></html>", "text/html")
+
+
+@route("/html-as-image")
+def _html_img(h):
+    h._send(200, b"<html><body>hi</body></html>", "image/jpeg")
+
+
+@route("/svg")
+def _svg(h):
+    h._send(200, b'<svg xmlns="http://www.w3.org/2000/svg"/>', "image/svg+xml")
+
+
+@route("/big-declared")
+def _big(h):
+    h._send(200, BIG, "image/png")
+
+
+@route("/big-chunked")
+def _chunked(h):
+    h.send_response(200)
+    h.send_header("Content-Type", "image/png")
+    h.send_header("Transfer-Encoding", "chunked")
+    h.end_headers()
+    for i in range(0, len(BIG), 1000):
+        part = BIG[i : i + 1000]
+        h.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+    h.wfile.write(b"0\r\n\r\n")
+
+
+@route("/big-no-length")
+def _nolength(h):  # HTTP/1.0 style: no length, body until close
+    h.close_connection = True
+    h.send_response(200)
+    h.send_header("Content-Type", "image/png")
+    h.send_header("Connection", "close")
+    h.end_headers()
+    h.wfile.write(BIG)
+
+
+@route("/slow")
+def _slow(h):
+    time.sleep(2.5)
+    h._send(200, PNG, "image/png")
+
+
+@route("/drip")
+def _drip(h):  # a valid header, then a body that trickles in slower than the total limit allows
+    h.send_response(200)
+    h.send_header("Content-Type", "image/png")
+    h.send_header("Content-Length", str(len(PNG)))
+    h.end_headers()
+    for i in range(0, len(PNG)):
+        h.wfile.write(PNG[i : i + 1])
+        h.wfile.flush()
+        time.sleep(0.1)
+
+
+@route("/gzip")
+def _gzip(h):
+    h._send(200, PNG, "image/png", extra=[("Content-Encoding", "gzip")])
+
+
+@route("/500")
+def _500(h):
+    h._send(500, b"oops", "text/plain")
+
+
+@route("/403")
+def _403(h):
+    h._send(403, b"forbidden", "text/plain")
+
+
+for _i in range(3):
+    Handler.routes[f"/hop{_i}"] = (lambda n: lambda h: h.redirect(f"/hop{n + 1}"))(_i)
+Handler.routes["/hop3"] = _good
+Handler.routes["/loop"] = lambda h: h.redirect("/loop")
+Handler.routes["/to-metadata"] = lambda h: h.redirect("http://169.254.169.254/latest/meta-data/iam/")
+Handler.routes["/to-private"] = lambda h: h.redirect("http://10.0.0.1/admin.png")
+Handler.routes["/to-unlisted"] = lambda h: h.redirect("https://evil.example/x.png")
+Handler.routes["/to-ftp"] = lambda h: h.redirect("ftp://127.0.0.1/x.png")
+Handler.routes["/to-https-refused"] = lambda h: h.redirect("https://127.0.0.1:1/x.png")
+
+
+# ---------------------------------------------------------------------- tests
+def test_good_image_is_fetched(base, only_loopback):
+    assert fetch_image(f"{base}/good.png", settings()) == PNG
+    assert fetch_image(f"{base}/good-charset.png?v=1", settings()) == PNG
+    assert only_loopback == ["127.0.0.1", "127.0.0.1"]
+
+
+def test_image_bytes_uses_the_fetcher(base):
+    ref = ImageRef.model_construct(uri=f"{base}/good.png", data=None)  # contracts allow only https; tests use http
+    assert image_bytes(ref, settings()) == PNG
+
+
+def test_remote_fetching_disabled_by_default(only_loopback):
+    s = Settings()
+    assert s.fetch_allowed_hosts == []
+    with pytest.raises(PoisonError, match="remote image fetching is disabled.*LOOKSTREAM_FETCH_ALLOWED_HOSTS"):
+        image_bytes(ImageRef(uri="https://images.example.com/a.jpg"), s)
+    with pytest.raises(PoisonError, match="s3:// images are not enabled"):
+        image_bytes(ImageRef(uri="s3://bucket/a.jpg"), Settings(fetch_allowed_hosts=["images.example.com"]))
+    assert only_loopback == []
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("LOOKSTREAM_FETCH_ALLOWED_HOSTS", "cdn.example.com, *.img.example.net")
+    s = Settings()
+    assert s.fetch_allowed_hosts == ["cdn.example.com", "*.img.example.net"]
+    assert host_allowed("a.img.example.net", s.fetch_allowed_hosts)
+    assert not host_allowed("img.example.net", s.fetch_allowed_hosts)
+    assert not host_allowed("evilimg.example.net", s.fetch_allowed_hosts)
+    assert not host_allowed("cdn.example.com.evil.org", s.fetch_allowed_hosts)
+
+
+def test_host_not_on_allow_list_is_refused(base, only_loopback):
+    with pytest.raises(PoisonError, match="not on the allow-list") as e:
+        fetch_image(f"{base}/good.png", settings(fetch_allowed_hosts=["cdn.example.com"]))
+    assert e.value.category == "image_fetch"
+    assert only_loopback == []
+
+
+def test_plain_http_needs_the_test_flag(base, only_loopback):
+    with pytest.raises(PoisonError, match="plain http is not allowed"):
+        fetch_image(f"{base}/good.png", settings(fetch_allow_http_hosts=[]))
+    with pytest.raises(PoisonError, match="scheme 'ftp'"):
+        fetch_image("ftp://127.0.0.1/x.png", settings())
+    with pytest.raises(PoisonError, match="credentials"):
+        fetch_image(base.replace("//", "//user:pw@") + "/good.png", settings())
+    assert only_loopback == []
+
+
+def test_loopback_refused_without_the_test_flag(base, only_loopback):
+    with pytest.raises(PoisonError, match="127.0.0.1, a loopback address"):
+        fetch_image(f"{base}/good.png", settings(fetch_allow_loopback=False))
+    # by name too: the resolved address is what counts
+    with pytest.raises(PoisonError, match="loopback address"):
+        fetch_image("http://localhost:1/x.png", settings(fetch_allowed_hosts=["localhost"],
+                                                          fetch_allow_http_hosts=["localhost"],
+                                                          fetch_allow_loopback=False))
+    assert only_loopback == []
+
+
+@pytest.mark.parametrize("path, why", [
+    ("/to-metadata", "169.254.169.254, a cloud metadata address"),
+    ("/to-private", "10.0.0.1, a private address"),
+    ("/to-unlisted", "'evil.example' is not on the allow-list"),
+    ("/to-ftp", "scheme 'ftp'"),
+])
+def test_redirects_are_rechecked_at_every_hop(base, only_loopback, path, why):
+    # the targets are on the allow-list and may use http: only the address check stands in the way
+    targets = ["127.0.0.1", "169.254.169.254", "10.0.0.1"]
+    s = settings(fetch_allowed_hosts=targets, fetch_allow_http_hosts=targets)
+    with pytest.raises(PoisonError, match=why):
+        fetch_image(base + path, s)
+    assert only_loopback == ["127.0.0.1"]  # the redirect target was never contacted
+
+
+def test_redirect_to_loopback_refused_when_loopback_not_allowed(base, only_loopback, monkeypatch):
+    # the first hop is allowed by name (resolved -> a public address, served by the test server through the
+    # pinned connection), the redirect points at 127.0.0.1: refused before any connection.
+    real_gai = socket.getaddrinfo
+
+    def gai(host, port, *a, **kw):
+        if host == "images.example.com":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
+        assert host == "127.0.0.1", host
+        return real_gai(host, port, *a, **kw)
+
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", gai)
+    pinned = []
+    monkeypatch.setattr(fetch._PinnedHTTP, "connect", lambda self: (pinned.append(self._ip),
+                                                                    setattr(self, "_ip", "127.0.0.1"),
+                                                                    _real_connect(self))[-1])
+    port = int(base.rsplit(":", 1)[1])
+    hosts = ["images.example.com", "127.0.0.1"]
+    s = settings(fetch_allowed_hosts=hosts, fetch_allow_http_hosts=hosts, fetch_allow_loopback=False)
+    Handler.routes["/to-loopback"] = lambda h: h.redirect(f"http://127.0.0.1:{port}/good.png")
+    with pytest.raises(PoisonError, match="127.0.0.1, a loopback address"):
+        fetch_image(f"http://images.example.com:{port}/to-loopback", s)
+    assert pinned == ["93.184.216.34"] and only_loopback == ["127.0.0.1"]
+    assert Handler.seen == [("/to-loopback", f"images.example.com:{port}")]
+
+
+_real_connect = fetch._PinnedHTTP.connect
+
+
+def test_connects_to_the_checked_address_with_one_lookup(base, only_loopback, monkeypatch):
+    """DNS rebinding: the name is resolved once; the connection uses that answer, the Host header the name."""
+    port = int(base.rsplit(":", 1)[1])
+    answers = iter(["127.0.0.1", "10.0.0.5"])  # a second lookup would get the private address
+    calls = []
+    real_gai = socket.getaddrinfo
+
+    def gai(host, p, *a, **kw):
+        if host != "rebind.example.com":  # socket.create_connection's own numeric lookup of the pinned address
+            assert host == "127.0.0.1", host
+            return real_gai(host, p, *a, **kw)
+        calls.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), p))]
+
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", gai)
+    hosts = ["rebind.example.com"]
+    s = settings(fetch_allowed_hosts=hosts, fetch_allow_http_hosts=hosts)
+    assert fetch_image(f"http://rebind.example.com:{port}/good.png", s) == PNG
+    assert calls == ["rebind.example.com"]
+    assert Handler.seen == [("/good.png", f"rebind.example.com:{port}")]
+    assert only_loopback == ["127.0.0.1"]
+
+
+def test_mixed_dns_answers_are_refused(monkeypatch, only_loopback):
+    def gai(host, p, *a, **kw):
+        assert host == "cdn.example.com", host
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", p)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.168.1.1", p))]
+
+    monkeypatch.setattr(fetch.socket, "getaddrinfo", gai)
+    with pytest.raises(PoisonError, match="192.168.1.1, a private address"):
+        fetch_image("https://cdn.example.com/a.png", Settings(fetch_allowed_hosts=["cdn.example.com"]))
+    assert only_loopback == []
+
+
+def test_redirects_are_followed_up_to_the_limit(base):
+    assert fetch_image(f"{base}/hop0", settings()) == PNG  # 3 redirects: allowed
+    with pytest.raises(PoisonError, match="more than 2 redirects"):
+        fetch_image(f"{base}/hop0", settings(fetch_max_redirects=2))
+
+
+def test_redirect_loop_is_capped(base):
+    with pytest.raises(PoisonError, match="more than 3 redirects"):
+        fetch_image(f"{base}/loop", settings())
+    assert len(Handler.seen) == 4
+
+
+@pytest.mark.parametrize("path", ["/big-declared", "/big-chunked", "/big-no-length"])
+def test_oversized_body_is_refused(base, path):
+    with pytest.raises(PoisonError, match="over the 4096-byte limit") as e:
+        fetch_image(base + path, settings())
+    assert e.value.category == "bad_image"
+
+
+@pytest.mark.parametrize("path, why", [
+    ("/html", "Content-Type 'text/html', not image/\\*"),
+    ("/html-as-image", "does not start with a JPEG, PNG or WebP signature"),
+    ("/svg", "does not start with a JPEG, PNG or WebP signature"),
+    ("/gzip", "Content-Encoding 'gzip'"),
+    ("/403", "HTTP 403"),
+    ("/missing.png", "HTTP 404"),
+])
+def test_wrong_content_is_refused(base, path, why):
+    with pytest.raises(PoisonError, match=why):
+        fetch_image(base + path, settings())
+
+
+@pytest.mark.parametrize("path", ["/slow", "/drip"])
+def test_slow_server_hits_the_time_limit(base, path):
+    t0 = time.monotonic()
+    with pytest.raises(FetchUnavailable, match="time limit|timed out"):
+        fetch_image(base + path, settings(fetch_timeout_s=0.8))
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_outages_are_retryable_not_poison(base):
+    with pytest.raises(FetchUnavailable, match="HTTP 500"):
+        fetch_image(f"{base}/500", settings())
+    with pytest.raises(FetchUnavailable, match="ConnectionRefusedError"):
+        fetch_image(f"{base}/to-https-refused", settings())  # redirect to https://127.0.0.1:1: nothing listens
+    assert not issubclass(FetchUnavailable, PoisonError)  # the runtime retries it item_attempts times
+
+
+def test_address_policy():
+    import ipaddress
+
+    bad = ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.0.1", "169.254.169.254", "169.254.1.1", "100.64.0.1",
+           "0.0.0.0", "224.0.0.1", "240.0.0.1", "255.255.255.255", "::1", "fe80::1", "fc00::1", "fd00:ec2::254",
+           "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "ff02::1", "::"]
+    for a in bad:
+        assert address_refusal(ipaddress.ip_address(a), allow_loopback=False), a
+    for a in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"]:
+        assert address_refusal(ipaddress.ip_address(a), allow_loopback=False) is None, a
+    assert address_refusal(ipaddress.ip_address("127.0.0.1"), allow_loopback=True) is None
+    assert address_refusal(ipaddress.ip_address("169.254.169.254"), allow_loopback=True)
+
+
+def test_signatures():
+    assert signature_format(PNG) == "PNG"
+    assert signature_format(b"\xff\xd8\xff\xe0rest") == "JPEG"
+    assert signature_format(b"RIFF\0\0\0\0WEBPVP8 ") == "WEBP"
+    assert signature_format(b"RIFF\0\0\0\0AVI ") is None
+    assert signature_format(b"GIF89a") is None
+    assert signature_format(b"") is None
+
+
+def test_file_uri_fifo_is_refused_not_read(tmp_path):
+    """file:// stays local and under image_root; a FIFO there would block the worker's read forever."""
+    import os
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(PoisonError, match="not a regular file"):
+        image_bytes(ImageRef(uri=f"file://{tmp_path}/pipe.jpg"), Settings(image_root=tmp_path))
