@@ -55,12 +55,12 @@ def new_id() -> str:
 
 
 def _check_version(v: str) -> str:
-    m = re.fullmatch(r"([0-9]+)\.([0-9]+)", v)  # ASCII digits only: \d also matches e.g. "١"
+    m = re.fullmatch(r"([0-9]{1,6})\.([0-9]{1,6})", v)  # ASCII digits only: \d also matches e.g. "١"
     if not m:
-        raise ValueError(f"schema_version must look like '{SCHEMA_MAJOR}.0', got {v!r}")
+        raise ValueError(f"schema_version must look like '{SCHEMA_MAJOR}.0', got {v[:40]!r}")
     if int(m.group(1)) != SCHEMA_MAJOR:
         raise ValueError(
-            f"unsupported schema_version {v!r}: this reader understands major version {SCHEMA_MAJOR}"
+            f"unsupported schema_version {v[:40]!r}: this reader understands major version {SCHEMA_MAJOR}"
         )
     return v
 
