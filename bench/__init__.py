@@ -1,0 +1,1 @@
+"""lookstream benchmarks: ``python -m bench --help`` (pipeline, on an embedded stack) and bench/models.py (models)."""
