@@ -267,9 +267,9 @@ def milvus_service(state: Path, port: int) -> Service:
 
 
 def milvus_ready(uri: str) -> bool:
-    from pymilvus import MilvusClient
+    from .store import milvus_client
 
-    client = MilvusClient(uri=uri, timeout=2)
+    client = milvus_client(uri, timeout=2)
     try:
         client.list_collections()
         return True

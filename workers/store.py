@@ -116,6 +116,17 @@ def _milvus_call(what: str):
     return deco
 
 
+# pymilvus pings every 10 s even when idle; gRPC servers (Milvus Lite among them) answer an idle
+# client that pings more often than every 5 min with GOAWAY "too_many_pings" and the channel breaks.
+_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_permit_without_calls": False}
+
+
+def milvus_client(uri: str, token: str = "", timeout: float = 10):
+    from pymilvus import MilvusClient
+
+    return MilvusClient(uri=uri, token=token, timeout=timeout, grpc_options=_GRPC_OPTIONS)
+
+
 def _is_unavailable(e: Exception) -> bool:
     text = f"{type(e).__name__} {e}".lower()
     return any(k in text for k in ("unavailable", "connect", "timeout", "deadline", "closed", "refused",
@@ -135,7 +146,7 @@ class GarmentIndex:
                 from pymilvus import MilvusClient
 
                 token = self.s.milvus_token.get_secret_value() if self.s.milvus_token else ""
-                self._client = MilvusClient(uri=self.s.milvus_uri, token=token, timeout=10)
+                self._client = milvus_client(self.s.milvus_uri, token)
                 self._ensure_collection()
             except DependencyError:
                 raise
@@ -236,6 +247,12 @@ class GarmentIndex:
         except Exception:
             self.close()
             return False
+
+    def __enter__(self) -> GarmentIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         client, self._client = self._client, None

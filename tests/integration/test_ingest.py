@@ -28,7 +28,8 @@ def start_ingest_workers(pipeline, segmentation: int = 1):
 
 
 def milvus_rows(s, tenant):
-    return GarmentIndex(s).rows(f'tenant == "{tenant}"', ("id", "product_id", "label"))
+    with GarmentIndex(s) as index:  # closed: leaked gRPC channels pile up on the one Milvus Lite server
+        return index.rows(f'tenant == "{tenant}"', ("id", "product_id", "label"))
 
 
 def test_catalog_becomes_searchable_exactly_once(pipeline, sample_catalog):
@@ -70,6 +71,7 @@ def test_update_replaces_garments_and_delete_removes_everything(pipeline, sample
     look = next(p for p in products if len(p.garments) >= 3)
     flat = next(p for p in products if len(p.garments) == 1 and p.garments[0] not in look.garments
                 and p.metadata["attributes"]["garments"] == p.garments[0])
+    index = GarmentIndex(s)
     watcher = OutcomeWatcher(s)
     try:
         with CatalogPublisher(s.bootstrap_servers, topic=s.topic_products) as pub:
@@ -89,7 +91,6 @@ def test_update_replaces_garments_and_delete_removes_everything(pipeline, sample
             assert [r["label"] for r in rows if r["product_id"] == "sku-1"] == list(flat.garments)
             assert MetadataCache(s).get_many("acme", ["sku-1"])["sku-1"].title == "v2"
             # the search index answers with it; after the delete it never does
-            index = GarmentIndex(s)
             from contracts.models import Filters
             import numpy as np
 
@@ -107,6 +108,7 @@ def test_update_replaces_garments_and_delete_removes_everything(pipeline, sample
             assert MetadataCache(s).get_many("acme", ["sku-1"]) == {}
     finally:
         watcher.close()
+        index.close()
 
 
 def _jpeg(size=(64, 64)) -> bytes:

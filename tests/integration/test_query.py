@@ -126,7 +126,8 @@ def test_tenants_never_see_each_other(pipeline, indexed):
     assert reply.tenant == "globex" and reply.garments
     from workers.store import GarmentIndex
 
-    rows = GarmentIndex(pipeline.settings).rows('tenant == "globex"', ("product_id",))
+    with GarmentIndex(pipeline.settings) as index:
+        rows = index.rows('tenant == "globex"', ("product_id",))
     assert {m.product_id for g in reply.garments for m in g.matches} <= {r["product_id"] for r in rows}
     # the same ids exist in both tenants; a globex reply must come from globex rows, which the filter proves:
     from workers.store import filter_expression

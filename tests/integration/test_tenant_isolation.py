@@ -67,3 +67,4 @@ def test_random_searches_never_return_another_tenants_rows(services):
     # deletes are tenant-scoped too: deleting alpha's p0 leaves beta's p0
     assert index.delete_product("alpha", "p0") == 1
     assert index.count('tenant == "beta" and product_id == "p0"') == 1
+    index.close()
