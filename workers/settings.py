@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -23,6 +23,7 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 def _csv(v: object) -> object:
+    """List settings accept ``a,b,c`` as well as a JSON list."""
     if isinstance(v, str):
         v = v.strip()
         if v.startswith("["):
@@ -120,15 +121,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     state_dir: Path = Path(".lookstream")
 
-    def __init__(self, **kw):  # noqa: D107 - lists from CSV env values
-        for name in _CSV_FIELDS:
-            if name in kw:
-                kw[name] = _csv(kw[name])
-        super().__init__(**kw)
-
+    @field_validator("non_garment_labels", "allowed_image_formats", "fetch_allowed_hosts", "fetch_allow_http_hosts",
+                     mode="before")
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
-        return init_settings, _CsvEnv(env_settings), _CsvEnv(dotenv_settings), file_secret_settings
+    def _lists(cls, v: object) -> object:
+        return _csv(v)
 
     # --- derived
     def dlq_topic(self, topic: str) -> str:
@@ -171,20 +168,6 @@ class Settings(BaseSettings):
 def redact_url(s: str) -> str:
     """Mask the password in ``scheme://user:password@host`` strings."""
     return re.sub(r"(://[^:/@\s]*:)[^@/\s]+@", r"\1**********@", s)
-
-
-class _CsvEnv:
-    """Wraps an env source so list settings accept ``a,b,c`` as well as JSON."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def __call__(self):
-        data = self.inner()
-        for name in _CSV_FIELDS:
-            if name in data:
-                data[name] = _csv(data[name])
-        return data
 
 
 def load_settings(**overrides) -> Settings:
