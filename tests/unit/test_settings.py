@@ -166,3 +166,13 @@ def test_kafka_common_sasl_from_env(monkeypatch):
     conf = settings().kafka_common()
     assert (conf["sasl_mechanism"], conf["sasl_plain_username"], conf["sasl_plain_password"]) == ("PLAIN", "u", "env-pw")
     assert settings(sasl_mechanism="PLAIN").kafka_common()["sasl_plain_password"] == "env-pw"
+
+
+def test_every_list_setting_reads_csv_and_json_from_the_environment(monkeypatch):
+    from workers.settings import Settings
+
+    monkeypatch.setenv("LOOKSTREAM_FETCH_ALLOWED_HOSTS", "cdn.example.com, *.shop.example")
+    monkeypatch.setenv("LOOKSTREAM_FETCH_ALLOW_HTTP_HOSTS", '["127.0.0.1"]')
+    s = Settings()
+    assert s.fetch_allowed_hosts == ["cdn.example.com", "*.shop.example"]
+    assert s.fetch_allow_http_hosts == ["127.0.0.1"]
