@@ -15,6 +15,11 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v promtool >/dev/null || need+=(prometheus)
 # headless Chromium renders the result sheet in a test; fonts for the page and the PNG sheet
 command -v chromium >/dev/null || need+=(chromium fonts-liberation fonts-dejavu-core)
+# Debian's own python3 needs the venv module and the shared libpython the Triton python-backend stub loads.
+pyver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+"$PY" -c 'import ensurepip, venv' 2>/dev/null || need+=("python${pyver}-venv")
+libpy=$("$PY" -c 'import sysconfig,os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")))')
+[ -e "$libpy" ] || need+=("libpython${pyver}")
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   log "apt-get install ${need[*]}"
@@ -45,7 +50,6 @@ if [ ! -f "$MENV/.lookstream-ready" ]; then
   "$MENV/bin/pip" install -q -r requirements-models.txt
   "$MENV/bin/pip" install -q --no-deps nvidia-pytriton==0.7.0
   # The python-backend stub must load the same libpython as this venv's stdlib (ENVIRONMENT.md).
-  libpy=$("$PY" -c 'import sysconfig,os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")))')
   ln -sf "$libpy" "$MENV/lib/$(basename "$libpy")"
   touch "$MENV/.lookstream-ready"
 fi
