@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import struct
 import time
 import zlib
@@ -16,13 +15,6 @@ from contracts.models import ImageRef
 from workers.errors import PoisonError
 from workers.images import decode_image, image_bytes, load_image
 from workers.settings import Settings
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for k in list(os.environ):
-        if k.startswith("LOOKSTREAM_"):
-            monkeypatch.delenv(k)
 
 
 def settings(**kw) -> Settings:

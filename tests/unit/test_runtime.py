@@ -8,7 +8,6 @@ dead letters for undecodable input, retry on DependencyError with paused partiti
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import uuid
@@ -31,13 +30,6 @@ OUT = "catalog.indexed"
 TP0, TP1 = TopicPartition(IN, 0), TopicPartition(IN, 1)
 
 KRecord = namedtuple("KRecord", "topic partition offset key value headers timestamp")
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for k in list(os.environ):
-        if k.startswith("LOOKSTREAM_"):
-            monkeypatch.delenv(k)
 
 
 def settings(**kw) -> Settings:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,6 @@ from pydantic import ValidationError
 
 from contracts.models import DEFAULT_NON_GARMENT_LABELS, LABEL_IDS, LABELS
 from workers.settings import Settings, load_settings, redact_url
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for k in list(os.environ):
-        if k.startswith("LOOKSTREAM_"):
-            monkeypatch.delenv(k)
 
 
 def settings(**kw) -> Settings:
