@@ -128,9 +128,6 @@ class Settings(BaseSettings):
         return _csv(v)
 
     # --- derived
-    def dlq_topic(self, topic: str) -> str:
-        return topics.dlq(topic)
-
     @cached_property
     def garment_label_ids(self) -> frozenset[int]:
         from contracts.models import LABELS

@@ -8,7 +8,6 @@ very same services through this module.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -449,6 +448,3 @@ def _settings_kwargs(env: dict[str, str]) -> dict:
             out[name] = v
     return out
 
-
-def status_json(state: Path) -> str:
-    return json.dumps(Stack(state).status(), indent=2)

@@ -21,7 +21,6 @@ def test_defaults():
     assert s.non_garment_labels == list(DEFAULT_NON_GARMENT_LABELS)
     assert s.allowed_image_formats == ["JPEG", "PNG", "WEBP"]
     assert s.batch_size == 16 and s.image_root is None
-    assert s.dlq_topic("catalog.products") == "catalog.products.dlq"
 
 
 def test_csv_env_lists(monkeypatch):
