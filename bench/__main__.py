@@ -33,7 +33,6 @@ if str(ROOT) not in sys.path:
 
 from bench import harness as h  # noqa: E402
 from bench import report as rep  # noqa: E402
-from contracts import codec, topics  # noqa: E402
 from contracts.models import DeadLetter, IndexedEvent  # noqa: E402
 from workers.ingest import OutcomeWatcher  # noqa: E402
 
@@ -43,27 +42,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- ingest runs
-class TimedWatcher(OutcomeWatcher):
-    """OutcomeWatcher that also notes when each outcome arrived (monotonic clock)."""
-
-    def __init__(self, s):
-        self.arrived: dict[str, float] = {}
-        super().__init__(s)
-
-    def _on_record(self, r) -> None:
-        now = time.monotonic()
-        try:
-            msg = codec.decode(DeadLetter if r.topic.endswith(topics.DLQ_SUFFIX) else IndexedEvent, r.value)
-        except codec.DecodeError:
-            return
-        if msg.event_id:
-            with self.cond:
-                if msg.event_id not in self.outcomes:
-                    self.outcomes[msg.event_id] = msg
-                    self.arrived[msg.event_id] = now
-                self.cond.notify_all()
-
-
 def run_ingest(ns: h.Namespace, entries, tenant: str, timeout: float = 3600, progress: bool = True) -> dict:
     """Publish ``entries`` and wait for every outcome: wall time, first outcome, garments."""
     from contracts.client import CatalogPublisher
@@ -71,7 +49,7 @@ def run_ingest(ns: h.Namespace, entries, tenant: str, timeout: float = 3600, pro
 
     s = ns.settings
     payloads = [(e, e.image.read_bytes()) for e in entries]  # read before the clock starts
-    watcher = TimedWatcher(s)
+    watcher = OutcomeWatcher(s)
     extra = {k: v for k, v in s.kafka_common().items() if k != "bootstrap_servers"}
     ids: list[str] = []
     try:

@@ -94,18 +94,22 @@ class OutcomeWatcher:
 
     def __init__(self, s: Settings):
         self.outcomes: dict[str, IndexedEvent | DeadLetter] = {}
+        self.arrived: dict[str, float] = {}  # event id -> monotonic time its first outcome arrived
         self.cond = threading.Condition()
         names = [s.topic_indexed, topics.dlq(s.topic_products), topics.dlq(s.topic_garments)]
         self.tail = TopicTail(s.kafka_common(), names, self._on_record)
 
     def _on_record(self, r) -> None:
+        now = time.monotonic()
         try:
             msg = codec.decode(DeadLetter if r.topic.endswith(topics.DLQ_SUFFIX) else IndexedEvent, r.value)
         except codec.DecodeError:
             return
         if msg.event_id:
             with self.cond:
-                self.outcomes.setdefault(msg.event_id, msg)
+                if msg.event_id not in self.outcomes:
+                    self.outcomes[msg.event_id] = msg
+                    self.arrived[msg.event_id] = now
                 self.cond.notify_all()
 
     def wait(self, event_ids: set[str], timeout: float, progress: Callable[[int], None] | None = None) -> None:
