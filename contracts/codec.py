@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TypeVar
 
 from pydantic import ValidationError
@@ -30,10 +31,31 @@ def headers_for(msg: Message) -> list[tuple[str, bytes]]:
 def decode(model: type[M], raw: bytes | None) -> M:
     if raw is None or len(raw) == 0:
         raise DecodeError(f"empty record where a {model.__name__} was expected")
+    _refuse_duplicate_keys(model, raw)
     try:
-        return model.model_validate_json(raw)
+        # strict: a JSON string is not a number, "yes" is not a boolean (third parties validate against the schema)
+        return model.model_validate_json(raw, strict=True)
     except ValidationError as e:
         raise DecodeError(f"invalid {model.__name__}: {explain(e)}") from None
+
+
+def _refuse_duplicate_keys(model: type[Message], raw: bytes) -> None:
+    """Two ``tenant`` fields in one object: JSON parsers disagree on which wins, so neither does."""
+
+    def pairs(items):
+        seen = set()
+        for k, _ in items:
+            if k in seen:
+                raise DecodeError(f"invalid {model.__name__}: duplicate JSON key {k[:64]!r}")
+            seen.add(k)
+        return None  # the parsed value is never used: pydantic parses the record itself
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except DecodeError:
+        raise
+    except ValueError:
+        pass  # not JSON at all: pydantic's error names the position
 
 
 def explain(e: ValidationError, limit: int = 5) -> str:

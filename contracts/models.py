@@ -5,6 +5,10 @@ Rules shared by all messages:
   other majors (the runtime sends those to the dead-letter topic).
 - Unknown fields are errors (``extra="forbid"``): a typo in a producer must not be silently dropped.
 - ``bytes`` fields travel as base64 in JSON.
+- Every timestamp carries its timezone (a naive one is refused: comparing it would crash a stage).
+- On the wire (``contracts.codec.decode``) types are strict: ``"top_k": "7"`` or ``"in_stock": "yes"`` are
+  refused. The committed JSON Schemas state the same rules (a test walks every rule through both), except
+  the two cross-field rules JSON Schema cannot express, which their descriptions name.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from uuid import uuid4
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -27,12 +32,22 @@ from pydantic import (
 )
 
 SCHEMA_MAJOR = 1
-SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"
+# 1.1: LookReply.truncated; timestamps must carry a timezone; strict JSON types.
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.1"
 
 # Inline images travel inside Kafka records; producers and consumers raise their size limits to
 # MAX_RECORD_BYTES (see workers.settings). Larger catalog images must be passed by `uri`.
 MAX_INLINE_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_CROP_BYTES = 512 * 1024
+
+
+def _base64_max_chars(n: int) -> dict:
+    """JSON Schema for base64 text of at most ``n`` bytes: 4*ceil(n/3) characters, padded as n requires."""
+    chars = 4 * -(-n // 3)
+    pad = (3 - n % 3) % 3  # '=' signs a text of exactly ``chars`` characters must end with to stay <= n
+    if pad == 0:
+        return {"maxLength": chars}
+    return {"anyOf": [{"maxLength": chars - 4}, {"maxLength": chars, "pattern": "=" * pad + "$"}]}
 
 # The 'mattmdjaga/segformer_b2_clothes' label map (index = label id of the segformer model output).
 LABELS: tuple[str, ...] = (
@@ -54,8 +69,13 @@ def new_id() -> str:
     return uuid4().hex
 
 
+_VERSION_NUMBER = r"(?:0|[1-9][0-9]{0,5})"  # ASCII digits, no leading zero ("01.0" is not a version)
+_CONTROL_FREE = "^[^\\u0000-\\u0008\\u000A-\\u001F\\u007F-\\u009F]*$"  # the JSON Schema twin of _no_control_chars
+_AWARE_DATETIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+
+
 def _check_version(v: str) -> str:
-    m = re.fullmatch(r"([0-9]{1,6})\.([0-9]{1,6})", v)  # ASCII digits only: \d also matches e.g. "١"
+    m = re.fullmatch(rf"({_VERSION_NUMBER})\.({_VERSION_NUMBER})", v)  # \d would also match e.g. "١"
     if not m:
         raise ValueError(f"schema_version must look like '{SCHEMA_MAJOR}.0', got {v[:40]!r}")
     if int(m.group(1)) != SCHEMA_MAJOR:
@@ -77,15 +97,32 @@ def _check_label(v: str) -> str:
     return v
 
 
+# Python's re (jsonschema) lets "$" match before a final newline; this end is the end in every engine.
+_END = r"$(?![\s\S])"
+_BASE64 = r"^[A-Za-z0-9+/_-]*={0,2}" + _END
+
+
+def _schema(**extra):
+    """Extra JSON Schema keywords for a rule a validator function enforces (schema and model agree)."""
+    return Field(json_schema_extra=extra)
+
+
 Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"),
+    _schema(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*" + _END),
 ]
-TenantId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
-Text = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_control_chars)]
-Label = Annotated[str, AfterValidator(_check_label)]
-Version = Annotated[str, AfterValidator(_check_version)]
+TenantId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$"),
+                     _schema(pattern=r"^[a-z0-9][a-z0-9_-]*" + _END)]
+Text = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_control_chars), _schema(pattern=_CONTROL_FREE)]
+ShortText = Annotated[str, StringConstraints(max_length=128), AfterValidator(_no_control_chars), _schema(pattern=_CONTROL_FREE)]
+Label = Annotated[str, AfterValidator(_check_label), _schema(enum=list(LABELS))]
+Version = Annotated[str, AfterValidator(_check_version),
+                    _schema(pattern=rf"^{SCHEMA_MAJOR}\.{_VERSION_NUMBER}$")]
+# Naive timestamps are refused: they cannot be compared with the aware clock of a worker.
+Timestamp = Annotated[AwareDatetime, _schema(pattern=_AWARE_DATETIME)]
 # A topic name a client may ask replies on (checked against the allowed prefix by the query worker).
-TopicName = Annotated[str, StringConstraints(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")]
+TopicName = Annotated[str, StringConstraints(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$"),
+                      _schema(pattern=r"^[A-Za-z0-9._-]+" + _END)]
 
 
 class Message(BaseModel):
@@ -105,11 +142,14 @@ class Message(BaseModel):
 class ImageRef(BaseModel):
     """An image, by reference (``uri``) or inline (``bytes``): exactly one of them."""
 
-    uri: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = None
-    data: bytes | None = Field(default=None, alias="bytes")
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=2048), _schema(pattern=r"^(https|s3|file)://")] | None = None
+    data: Annotated[bytes, _schema(minLength=1, pattern=_BASE64, **_base64_max_chars(MAX_INLINE_IMAGE_BYTES))] | None = Field(
+        default=None, alias="bytes")
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64", populate_by_name=True
+        extra="forbid", frozen=True, ser_json_bytes="base64", val_json_bytes="base64", populate_by_name=True,
+        json_schema_extra={"oneOf": [{"required": ["uri"], "properties": {"uri": {"type": "string"}}},
+                                     {"required": ["bytes"], "properties": {"bytes": {"type": "string"}}}]},
     )
 
     @field_validator("uri")
@@ -142,19 +182,27 @@ class ProductMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     title: Text = ""
-    brand: Annotated[str, StringConstraints(max_length=128), AfterValidator(_no_control_chars)] = ""
-    category: Annotated[str, StringConstraints(max_length=128), AfterValidator(_no_control_chars)] = ""
+    brand: ShortText = ""
+    category: ShortText = ""
     price: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None = None
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), _schema(pattern=r"^[A-Z]{3}" + _END)] | None = None
     url: Annotated[str, StringConstraints(max_length=2048)] = ""
     in_stock: bool = True
-    attributes: dict[Annotated[str, StringConstraints(max_length=64), AfterValidator(_no_control_chars)], Text] = Field(
+    attributes: dict[Annotated[str, StringConstraints(max_length=64), AfterValidator(_no_control_chars),
+                               _schema(pattern=_CONTROL_FREE)], Text] = Field(
         default_factory=dict, max_length=64
     )
 
 
 class ProductEvent(Message):
-    """A retailer's catalog change. Kafka key = ``tenant:product_id`` keeps one product's events ordered."""
+    """A retailer's catalog change. Kafka key = ``tenant:product_id`` keeps one product's events ordered
+    (a record whose key names another product is refused)."""
+
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"required": ["op"], "properties": {"op": {"const": "delete"}}},
+        "then": {"properties": {"image": {"type": "null"}}},
+        "else": {"required": ["image"], "properties": {"image": {"type": "object"}}},
+    })
 
     event_id: Identifier = Field(default_factory=new_id)
     tenant: TenantId
@@ -162,7 +210,7 @@ class ProductEvent(Message):
     op: Literal["upsert", "delete"] = "upsert"
     image: ImageRef | None = None
     metadata: ProductMetadata = Field(default_factory=ProductMetadata)
-    occurred_at: datetime = Field(default_factory=utc_now)
+    occurred_at: Timestamp = Field(default_factory=utc_now)
 
     @model_validator(mode="after")
     def _image_for_upsert(self) -> ProductEvent:
@@ -182,7 +230,8 @@ def product_key(tenant: str, product_id: str) -> str:
 
 
 class BBox(BaseModel):
-    """A box in original-image pixels, inclusive-exclusive: [x0, x1) x [y0, y1)."""
+    """A box in original-image pixels, inclusive-exclusive: [x0, x1) x [y0, y1). Rule beyond JSON Schema:
+    x1 > x0 and y1 > y0."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -223,8 +272,8 @@ class GarmentsEvent(Message):
     image_size: tuple[int, int] | None = None  # (width, height) of the original image
     garments: list[Garment] = Field(default_factory=list, max_length=len(LABELS))
     metadata: ProductMetadata = Field(default_factory=ProductMetadata)
-    occurred_at: datetime
-    segmented_at: datetime = Field(default_factory=utc_now)
+    occurred_at: Timestamp
+    segmented_at: Timestamp = Field(default_factory=utc_now)
 
 
 class IndexedEvent(Message):
@@ -240,10 +289,12 @@ class IndexedEvent(Message):
     garment_ids: list[str] = Field(default_factory=list)
     removed: int = 0  # rows deleted (stale garments of a replaced image, or the whole product)
     latency_ms: float  # occurred_at -> indexed
-    indexed_at: datetime = Field(default_factory=utc_now)
+    indexed_at: Timestamp = Field(default_factory=utc_now)
 
 
 class PriceRange(BaseModel):
+    """Rule beyond JSON Schema: min must not exceed max."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
@@ -282,8 +333,8 @@ class LookRequest(Message):
     garments: list[Label] | None = Field(default=None, max_length=len(LABELS))
     filters: Filters = Field(default_factory=Filters)
     strategy: Strategy = "first_place_votes"
-    deadline: datetime | None = None
-    sent_at: datetime = Field(default_factory=utc_now)
+    deadline: Timestamp | None = None
+    sent_at: Timestamp = Field(default_factory=utc_now)
 
 
 class Match(BaseModel):
@@ -328,7 +379,9 @@ class LookReply(Message):
     ranking: list[RankedProduct] = Field(default_factory=list)
     strategy: Strategy = "first_place_votes"
     timings_ms: dict[str, float] = Field(default_factory=dict)
-    replied_at: datetime = Field(default_factory=utc_now)
+    # The reply was cut to fit in one Kafka record (fewer matches per garment, then fewer attributes).
+    truncated: bool = False
+    replied_at: Timestamp = Field(default_factory=utc_now)
 
     @field_validator("timings_ms")
     @classmethod
@@ -351,8 +404,8 @@ class DeadLetter(Message):
     attempts: int
     event_id: str | None = None
     tenant: str | None = None
-    first_seen_at: datetime
-    failed_at: datetime = Field(default_factory=utc_now)
+    first_seen_at: Timestamp
+    failed_at: Timestamp = Field(default_factory=utc_now)
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = (

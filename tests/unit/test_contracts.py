@@ -7,15 +7,18 @@ import json
 import shutil
 from datetime import datetime, timedelta, timezone
 
+import jsonschema
 import pytest
 
 from contracts import codec, schema
+from contracts.schema import SCHEMA_DIR
 from contracts.codec import DecodeError
 from contracts.models import (
     ALL_MESSAGES,
     LABELS,
     MAX_INLINE_IMAGE_BYTES,
     MAX_TOP_K,
+    SCHEMA_VERSION,
     BBox,
     DeadLetter,
     Filters,
@@ -243,6 +246,24 @@ CASES = [
     ("JSON array", ProductEvent, b"[1, 2]", ["<root>"]),
     ("non-UTF8 garbage", ProductEvent, b"\xff\xfe\xfa\x00\x80garbage", ["<root>", "Invalid JSON"]),
     ("empty object", ProductEvent, b"{}", ["tenant", "Field required"]),
+    # strict JSON types: a third party validating against the schema sends exactly these types
+    ("top_k as a string", LookRequest, _request(top_k="7"), ["top_k", "valid integer"]),
+    ("in_stock as a word", ProductEvent, _product(metadata={"in_stock": "yes"}), ["metadata.in_stock", "valid boolean"]),
+    ("price as a string", ProductEvent, _product(metadata={"price": "9.5"}), ["metadata.price", "valid number"]),
+    ("version leading zero", ProductEvent, _product(schema_version="01.0"), ["schema_version", "must look like"]),
+    ("minor leading zero", ProductEvent, _product(schema_version="1.01"), ["schema_version", "must look like"]),
+    # timestamps carry a timezone: a naive one would crash the stage comparing it with its clock
+    ("naive occurred_at", ProductEvent, _product(occurred_at="2026-12-01T10:00:00"), ["occurred_at", "timezone"]),
+    ("naive deadline", LookRequest, _request(deadline="2026-12-01T10:00:00"), ["deadline", "timezone"]),
+    ("naive sent_at", LookRequest, _request(sent_at="2026-12-01T10:00:00.5"), ["sent_at", "timezone"]),
+    ("naive garments occurred_at", GarmentsEvent,
+     {"event_id": "e", "tenant": "acme", "product_id": "p", "op": "delete", "occurred_at": "2026-12-01T10:00:00"},
+     ["occurred_at", "timezone"]),
+    ("duplicate tenant key", ProductEvent,
+     b'{"tenant":"acme","tenant":"globex","product_id":"p1","image":{"uri":"s3://b/k"}}', ["duplicate JSON key 'tenant'"]),
+    ("duplicate nested key", LookRequest,
+     b'{"tenant":"acme","reply_to":"looks.replies.acme","image":{"uri":"s3://b/k","uri":"s3://b/j"}}',
+     ["duplicate JSON key 'uri'"]),
 ]
 
 
@@ -271,6 +292,17 @@ def test_decode_error_is_a_value_error_and_limits_the_list():
     assert msg.endswith("(+3 more)")  # ... and the other three counted
 
 
+def test_aware_timestamps_of_any_offset_accepted():
+    ev = codec.decode(ProductEvent, json.dumps(_product(occurred_at="2026-12-01T10:00:00+05:30")).encode())
+    assert ev.occurred_at.utcoffset() == timedelta(hours=5, minutes=30)
+
+
+def test_naive_timestamp_refused_in_python_construction_too():
+    with pytest.raises(ValueError, match="timezone"):
+        LookRequest(tenant="acme", reply_to="looks.replies.acme", image=ImageRef(uri="s3://b/k"),
+                    deadline=datetime(2026, 12, 1, 10, 0))
+
+
 def test_minor_version_accepted_major_refused():
     ev = codec.decode(ProductEvent, json.dumps(_product(schema_version="1.7")).encode())
     assert ev.schema_version == "1.7"
@@ -292,7 +324,7 @@ def test_allowed_uri_schemes(uri):
 def test_delete_without_image_and_defaults():
     ev = codec.decode(ProductEvent, b'{"tenant":"acme","product_id":"p1","op":"delete"}')
     assert ev.op == "delete" and ev.image is None
-    assert ev.schema_version == "1.0"
+    assert ev.schema_version == SCHEMA_VERSION
     assert ev.key == "acme:p1"
     assert len(ev.event_id) == 32
 
@@ -360,3 +392,78 @@ def test_write_repairs_drift(schema_copy):
     assert schema.drift() == []
     assert not (schema_copy / "Stale.json").exists()
     assert schema.main(["--check"]) == 0
+
+
+# --------------------------------------------------------------------------- schema and model agree
+# A third party that validates against contracts/schemas must never be dead-lettered for a rule the schema
+# hides, and the schema must not refuse what the workers accept: every case above runs through both.
+
+# Rules JSON Schema cannot state; their schema descriptions name them instead.
+CROSS_FIELD = {"bbox x1 == x0", "bbox x1 < x0", "price range min > max"}
+# Not JSON documents at all (or not one object): a schema validator never sees them.
+NOT_JSON = {"NaN price", "infinite price", "malformed JSON", "non-UTF8 garbage", "duplicate tenant key",
+            "duplicate nested key"}
+
+
+def _schema_accepts(model, doc) -> bool:
+    schema = json.loads((SCHEMA_DIR / f"{model.__name__}.json").read_text())
+    return jsonschema.Draft202012Validator(schema).is_valid(doc)
+
+
+def _model_accepts(model, raw: bytes) -> bool:
+    try:
+        codec.decode(model, raw)
+        return True
+    except DecodeError:
+        return False
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] not in CROSS_FIELD | NOT_JSON], ids=lambda c: c[0])
+def test_schema_refuses_what_the_model_refuses(case):
+    _, model, payload, _ = case
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    assert not _model_accepts(model, raw)
+    assert not _schema_accepts(model, json.loads(raw)), "the schema accepts a message the workers refuse"
+
+
+@pytest.mark.parametrize("name", sorted(CROSS_FIELD))
+def test_cross_field_rules_are_named_in_the_schema(name):
+    text = " ".join(p.read_text() for p in SCHEMA_DIR.glob("*.json"))
+    phrase = {"price range min > max": "min must not exceed max"}.get(name, "x1 > x0 and y1 > y0")
+    assert phrase in text
+
+
+VALID = [
+    ("inline image at the limit", ProductEvent, _product(image={"bytes": _b64(MAX_INLINE_IMAGE_BYTES)})),
+    ("inline image of one byte", ProductEvent, _product(image={"bytes": _b64(1)})),
+    ("inline image 2 bytes under the limit", ProductEvent, _product(image={"bytes": _b64(MAX_INLINE_IMAGE_BYTES - 2)})),
+    ("file uri", ProductEvent, _product(image={"uri": "file:///srv/images/a.jpg"})),
+    ("https uri", LookRequest, _request(image={"uri": "https://cdn.example/q.jpg"})),
+    ("uri with explicit null bytes", LookRequest, _request(image={"uri": "s3://b/k", "bytes": None})),
+    ("delete", ProductEvent, {"tenant": "acme", "product_id": "p1", "op": "delete"}),
+    ("delete with explicit null image", ProductEvent, {"tenant": "acme", "product_id": "p1", "op": "delete", "image": None}),
+    ("tab in title", ProductEvent, _product(metadata={"title": "a\tb", "attributes": {"k\t": "v"}})),
+    ("every label", LookRequest, _request(garments=list(LABELS))),
+    ("minor version 1.7", ProductEvent, _product(schema_version="1.7")),
+    ("version 1.0", ProductEvent, _product(schema_version="1.0")),
+    ("offset timestamp", LookRequest, _request(deadline="2026-12-01T10:00:00.25+05:30", sent_at="2026-12-01T10:00:00Z")),
+    ("integer price", ProductEvent, _product(metadata={"price": 10})),
+]
+
+
+@pytest.mark.parametrize("case", VALID, ids=lambda c: c[0])
+def test_both_accept_boundary_cases(case):
+    _, model, doc = case
+    assert _model_accepts(model, json.dumps(doc).encode())
+    assert _schema_accepts(model, doc)
+
+
+def test_inline_image_one_byte_over_is_refused_by_both():
+    doc = _product(image={"bytes": _b64(MAX_INLINE_IMAGE_BYTES + 1)})
+    assert not _model_accepts(ProductEvent, json.dumps(doc).encode())
+    assert not _schema_accepts(ProductEvent, doc)
+
+
+@pytest.mark.parametrize("model,msg", list(_valid_messages().items()), ids=lambda x: getattr(x, "__name__", ""))
+def test_every_message_the_system_writes_is_schema_valid(model, msg):
+    assert _schema_accepts(model, json.loads(codec.encode(msg)))
