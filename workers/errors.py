@@ -12,7 +12,10 @@ class DependencyError(RuntimeError):
 class PoisonError(ValueError):
     """The input itself is bad; retrying will not help. ``category`` is a bounded metrics label."""
 
-    def __init__(self, message: str, category: str = "invalid_input", attempts: int = 1):
+    def __init__(self, message: str, category: str = "invalid_input", attempts: int = 1, public: str | None = None):
         super().__init__(message)
         self.category = category
         self.attempts = attempts
+        # What the sender may read (an error reply): never a server path or internal detail. The full
+        # message goes to the dead letter and the logs, which only operators read.
+        self.public = public if public is not None else message

@@ -14,7 +14,8 @@ The rules, checked at every hop (the first request and each redirect):
   TLS still verifies the certificate against the host name (SNI + hostname check);
 - redirects are followed by hand, at most ``fetch_max_redirects``;
 - the response must be 200, ``Content-Type: image/*``, not content-encoded, at most
-  ``max_image_bytes`` (by Content-Length and while streaming), all within ``fetch_timeout_s`` in total;
+  ``max_image_bytes`` (by Content-Length and while streaming), all within ``fetch_timeout_s`` in total,
+  wall-clock over connect, TLS, headers and body (a watchdog closes the socket at the deadline);
 - the body must start with a JPEG, PNG or WebP signature.
 
 Policy refusals and permanent answers (4xx) raise ``PoisonError`` (the input is bad: dead letter at once).
@@ -31,6 +32,7 @@ import http.client
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -219,10 +221,23 @@ class _PinnedHTTP(http.client.HTTPConnection):
     def __init__(self, host: str, port: int, ip: str, timeout: float):
         super().__init__(host, port, timeout=timeout)
         self._ip = ip
+        self.raw_sock: socket.socket | None = None
+        self.aborted = False
 
     def connect(self):
-        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = self.raw_sock = socket.create_connection((self._ip, self.port), self.timeout)
+        if self.aborted:  # the deadline passed while connecting
+            self.abort()
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def abort(self) -> None:
+        """Wall-clock deadline: unblock whatever read is waiting (TLS handshake, headers, body)."""
+        self.aborted = True
+        if self.raw_sock is not None:
+            try:
+                self.raw_sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _PinnedHTTPS(_PinnedHTTP):
@@ -255,6 +270,10 @@ def _get(t: Target, ip: str, s: Settings, deadline: float) -> tuple[int, str | N
         conn: _PinnedHTTP = _PinnedHTTPS(t.host, t.port, ip, timeout, _ssl_context(s))
     else:
         conn = _PinnedHTTP(t.host, t.port, ip, timeout)
+    # Socket timeouts bound each read, not the sum: a server trickling header bytes would reset them.
+    watchdog = threading.Timer(timeout, conn.abort)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         conn.putrequest("GET", t.path, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", t.host_header)
@@ -303,6 +322,8 @@ def _get(t: Target, ip: str, s: Settings, deadline: float) -> tuple[int, str | N
                                   category="bad_image")
             chunks.append(chunk)
             _remaining(deadline, s, t.host)
+        if conn.aborted:  # the watchdog cut the body short
+            raise FetchUnavailable(f"fetching from {t.host}: time limit of {s.fetch_timeout_s:g} s reached")
         body = b"".join(chunks)
         if not body:
             raise PoisonError(f"image at {t.host} is empty (0 bytes)", category="bad_image")
@@ -311,6 +332,8 @@ def _get(t: Target, ip: str, s: Settings, deadline: float) -> tuple[int, str | N
                               category="bad_image")
         return 200, None, body
     except (PoisonError, FetchUnavailable):
+        if conn.aborted:
+            raise FetchUnavailable(f"fetching from {t.host}: time limit of {s.fetch_timeout_s:g} s reached") from None
         raise
     except ssl.SSLCertVerificationError as e:
         raise PoisonError(f"image host {t.host}: TLS certificate not valid: {e.verify_message}",
@@ -318,6 +341,9 @@ def _get(t: Target, ip: str, s: Settings, deadline: float) -> tuple[int, str | N
     except (socket.timeout, TimeoutError):
         raise FetchUnavailable(f"fetching from {t.host}: timed out (limit {s.fetch_timeout_s:g} s)") from None
     except (OSError, http.client.HTTPException) as e:
+        if conn.aborted:
+            raise FetchUnavailable(f"fetching from {t.host}: time limit of {s.fetch_timeout_s:g} s reached") from None
         raise FetchUnavailable(f"fetching from {t.host}: {type(e).__name__}: {e}") from None
     finally:
+        watchdog.cancel()
         conn.close()

@@ -43,26 +43,37 @@ def _read_file_uri(uri: str, s: Settings) -> bytes:
         raise PoisonError("file:// images are disabled (LOOKSTREAM_IMAGE_ROOT is not set)", category="image_fetch")
     parsed = urlparse(uri)
     if parsed.netloc not in ("", "localhost"):
-        raise PoisonError(f"file:// uri with a host is not allowed: {uri!r}", category="image_fetch")
+        raise PoisonError(f"file:// uri with a host is not allowed: {uri[:200]!r}", category="image_fetch",
+                          public="file:// uri with a host is not allowed")
+    raw_path = unquote(parsed.path)
+    if "\x00" in raw_path:
+        raise PoisonError("image path contains a NUL byte", category="image_fetch")
     root = Path(s.image_root).resolve()
-    path = Path(unquote(parsed.path)).resolve()
+    path = Path(raw_path).resolve()
+
+    def refuse(detail: str, public: str, category: str = "image_fetch") -> PoisonError:
+        # the sender sees what went wrong, never where the server keeps its files
+        return PoisonError(detail, category=category, public=public)
+
     if not path.is_relative_to(root):
-        raise PoisonError(f"image path {path} is outside the allowed root {root}", category="image_fetch")
+        raise refuse(f"image path {path} is outside the allowed root {root}", "image path is outside the allowed root")
     try:
         st = path.stat()
         if stat.S_ISDIR(st.st_mode):
-            raise PoisonError(f"image path is a directory: {path}", category="image_fetch")
+            raise refuse(f"image path is a directory: {path}", "image path is a directory")
         if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block the worker (or never end)
-            raise PoisonError(f"image path is not a regular file: {path}", category="image_fetch")
+            raise refuse(f"image path is not a regular file: {path}", "image path is not a regular file")
         if st.st_size > s.max_image_bytes:
             raise PoisonError(f"image file is {st.st_size} bytes, over the {s.max_image_bytes}-byte limit",
                               category="bad_image")
         with path.open("rb") as f:
             return f.read(s.max_image_bytes + 1)  # a file growing after the stat is caught by image_bytes
     except FileNotFoundError:
-        raise PoisonError(f"image file not found: {path}", category="image_fetch") from None
+        raise refuse(f"image file not found: {path}", "image file not found") from None
     except IsADirectoryError:
-        raise PoisonError(f"image path is a directory: {path}", category="image_fetch") from None
+        raise refuse(f"image path is a directory: {path}", "image path is a directory") from None
+    except PermissionError:
+        raise refuse(f"image file not readable: {path}", "image file not readable") from None
 
 
 def decode_image(data: bytes, s: Settings) -> Image.Image:
@@ -74,6 +85,8 @@ def decode_image(data: bytes, s: Settings) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             fmt = img.format or "?"
+            if fmt == "MPO" and "JPEG" in s.allowed_image_formats:
+                fmt = "JPEG"  # a multi-picture JPEG (what many phones write): its first frame is a JPEG
             if fmt not in s.allowed_image_formats:
                 raise PoisonError(f"image format {fmt} not allowed (allowed: {', '.join(s.allowed_image_formats)})",
                                   category="bad_image")

@@ -25,6 +25,8 @@ def make_producer(s: Settings, **overrides) -> KafkaProducer:
         request_timeout_ms=30_000,
         retries=2**31 - 1,
         delivery_timeout_ms=120_000,
+        # send() waits this long for a topic's metadata; then the worker asks whether the topic exists at all
+        max_block_ms=15_000,
     )
     conf.update(overrides)
     return KafkaProducer(**conf)

@@ -47,6 +47,14 @@ DLQ = Counter(
     "lookstream_dead_letters", "Records sent to a dead-letter topic, by reason category.",
     ["worker", "reason"], registry=REGISTRY,
 )
+POLL_ERRORS = Counter(
+    "lookstream_poll_errors", "poll() failures (corrupt batch, unreadable codec) and offsets skipped past them.",
+    ["worker", "kind"], registry=REGISTRY,
+)
+UNDELIVERABLE = Counter(
+    "lookstream_undeliverable_outputs", "Outputs the broker refused for good, replaced by dead letters.",
+    ["worker", "error"], registry=REGISTRY,
+)
 DEPENDENCY_UP = Gauge(
     "lookstream_dependency_up", "1 if the last call to the dependency succeeded, else 0.",
     ["worker", "dependency"], registry=REGISTRY,

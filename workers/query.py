@@ -28,7 +28,7 @@ from .garments import as_indexed, extract_garments, letterbox, unletterbox
 from .images import decode_image, image_bytes
 from .ranking import rank
 from .runtime import Item, Out, Record, Result, Timings
-from .settings import Settings
+from .settings import MAX_RECORD_BYTES, Settings
 from .store import GarmentIndex, Hit, MetadataCache
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,42 @@ log = logging.getLogger(__name__)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
+# Room for the record's key and headers beside the reply itself.
+REPLY_MAX_BYTES = MAX_RECORD_BYTES - 64 * 1024
 
 
 def reply_topic_allowed(reply_to: str, tenant: str, prefix: str) -> bool:
     """Replies go only to the tenant's own reply topics: ``<prefix>.<tenant>`` or ``<prefix>.<tenant>.*``."""
     own = f"{prefix}.{tenant}"
     return reply_to == own or reply_to.startswith(own + ".")
+
+
+def reply_topic(req: LookRequest, prefix: str) -> str:
+    """The one place that decides where a reply goes, whatever its status: the requested topic when it is
+    one of the tenant's own, else the tenant's own topic. Nothing is ever produced outside them."""
+    return req.reply_to if reply_topic_allowed(req.reply_to, req.tenant, prefix) else f"{prefix}.{req.tenant}"
+
+
+def fit_reply(reply: LookReply, max_bytes: int) -> LookReply:
+    """A reply that fits in one record: fewer matches per garment (the best kept), then no attributes.
+    ``truncated`` says it was cut."""
+    if len(codec.encode(reply)) <= max_bytes:
+        return reply
+    garments = list(reply.garments)
+    keep = max((len(g.matches) for g in garments), default=0)
+    while keep > 1:
+        keep //= 2
+        cut = reply.model_copy(update={"garments": [g.model_copy(update={"matches": g.matches[:keep]}) for g in garments],
+                                       "truncated": True})
+        if len(codec.encode(cut)) <= max_bytes:
+            return cut
+    bare = [g.model_copy(update={"matches": [mt.model_copy(update={"metadata": mt.metadata.model_copy(
+        update={"attributes": {}})}) for mt in g.matches[:1]]}) for g in garments]
+    cut = reply.model_copy(update={"garments": bare, "truncated": True})
+    if len(codec.encode(cut)) <= max_bytes:
+        return cut
+    return reply.model_copy(update={"garments": [], "ranking": [], "truncated": True, "status": ReplyStatus.error,
+                                    "error": "the answer was too large to send"})
 
 
 class QueryStage:
@@ -62,14 +92,13 @@ class QueryStage:
         pending = []  # (index, request, image, letterbox, model input, own timings)
         for i, item in enumerate(items):
             req = item.msg
-            if req.deadline is not None and req.deadline <= now:
-                results[i] = self._reply(req, ReplyStatus.expired, error="deadline passed before processing")
-                continue
             if not reply_topic_allowed(req.reply_to, req.tenant, self.s.reply_topic_prefix):
                 err = PoisonError(f"reply_to {req.reply_to!r} is not a reply topic of tenant {req.tenant!r} "
                                   f"(expected {self.s.reply_topic_prefix}.{req.tenant}[.*])", category="bad_reply_to")
-                results[i] = self._reply(req, ReplyStatus.error, error=str(err), dead_letter=err,
-                                         topic=f"{self.s.reply_topic_prefix}.{req.tenant}")
+                results[i] = self._reply(req, ReplyStatus.error, error=str(err), dead_letter=err)
+                continue
+            if req.deadline is not None and req.deadline <= now:
+                results[i] = self._reply(req, ReplyStatus.expired, error="deadline passed before processing")
                 continue
             t0 = time.perf_counter()
             try:
@@ -78,7 +107,7 @@ class QueryStage:
                 with self.timings("decode"):
                     img = decode_image(data, self.s)
             except PoisonError as e:
-                results[i] = self._reply(req, ReplyStatus.error, error=f"bad image: {e}", dead_letter=e)
+                results[i] = self._reply(req, ReplyStatus.error, error=f"bad image: {e.public}", dead_letter=e)
                 continue
             except FetchUnavailable as e:  # the shopper is waiting: answer now (no retries, no dead letter)
                 results[i] = self._reply(req, ReplyStatus.error, error=f"image could not be fetched, try again: {e}")
@@ -164,18 +193,34 @@ class QueryStage:
 
     # ------------------------------------------------------------------ replies
     def _reply(self, req: LookRequest, status: ReplyStatus, *, error: str | None = None, garments=(), ranking=(),
-               timings: dict | None = None, dead_letter: PoisonError | None = None, topic: str | None = None) -> Result:
+               timings: dict | None = None, dead_letter: PoisonError | None = None) -> Result:
         total = (utc_now() - req.sent_at).total_seconds()
         timings = {**(timings or {}), "total": total * 1000}
         reply = LookReply(request_id=req.request_id, tenant=req.tenant, status=status, error=error,
                           garments=list(garments), ranking=list(ranking), strategy=req.strategy,
                           timings_ms={k: round(v, 3) for k, v in timings.items()})
+        reply = fit_reply(reply, REPLY_MAX_BYTES)
         m.QUERY_REPLIES.labels(status.value).inc()
         if status in (ReplyStatus.ok, ReplyStatus.partial):
             m.END_TO_END_SECONDS.labels(self.name).observe(max(0.0, total))
-        out = Out.of(topic or req.reply_to, reply, key=req.request_id,
+        out = Out.of(reply_topic(req, self.s.reply_topic_prefix), reply, key=req.request_id,
                      extra_headers=((codec.HEADER_REQUEST_ID, req.request_id.encode()),))
         return Result([out], dead_letter=dead_letter)
+
+    def on_undeliverable(self, record: Record, out: Out, error: PoisonError) -> list[Out]:
+        """A reply the broker refused for good: a small error reply on the tenant's own topic instead."""
+        try:
+            sent = json.loads(out.value)
+            request_id, tenant = str(sent["request_id"]), str(sent["tenant"])
+        except Exception:  # noqa: BLE001 - not a reply: the dead letter alone says it
+            return []
+        if not (_TENANT.fullmatch(tenant) and _ID.fullmatch(request_id)):
+            return []
+        reply = LookReply(request_id=request_id, tenant=tenant, status=ReplyStatus.error,
+                          error="the answer could not be delivered to its reply topic")
+        m.QUERY_REPLIES.labels("error").inc()
+        return [Out.of(f"{self.s.reply_topic_prefix}.{tenant}", reply, key=request_id,
+                       extra_headers=((codec.HEADER_REQUEST_ID, request_id.encode()),))]
 
     def on_invalid(self, record: Record, error: PoisonError) -> list[Out]:
         """An undecodable request still gets an error reply if we can tell where to send it."""
@@ -189,7 +234,7 @@ class QueryStage:
             return []
         try:
             reply = LookReply(request_id=request_id, tenant=tenant, status=ReplyStatus.error,
-                              error=f"invalid request: {error}")
+                              error=f"invalid request: {error.public}")
         except ValueError:
             return []
         m.QUERY_REPLIES.labels("error").inc()

@@ -12,7 +12,18 @@ Failures are sorted by whose fault they are:
   committing and without dead letters. Partitions are paused meanwhile so group membership stays alive.
 - ``PoisonError`` or an item result carrying ``dead_letter``: the input itself is bad -> DLQ at once.
 - Anything else (a bug, or an error we cannot classify): the batch is split and each item retried up to
-  ``item_attempts`` times; an item that still fails goes to the DLQ, the others proceed.
+  ``item_attempts`` times; an item that still fails goes to the DLQ, the others proceed. The whole
+  item-by-item pass is bounded by ``batch_retry_budget_s`` and polls (paused) between attempts, so the
+  member never outlives ``max_poll_interval_ms``; after every wait, items of partitions we lost are dropped.
+- An output the broker refuses for good (too large, missing or forbidden topic) is replaced by a dead
+  letter of its input (workers/delivery.py); only transient produce errors are resent, and only the
+  records that failed.
+- A record whose key names another product than its payload is refused (per-product ordering).
+- An error raised by ``poll()`` itself (corrupt batch, unreadable codec) is counted and logged; a partition
+  that keeps failing is found, its unreadable offset dead-lettered and skipped.
+
+Offsets are committed per partition up to the first record that was not processed (dropped after a
+rebalance), never past it.
 """
 
 from __future__ import annotations
@@ -26,12 +37,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Generic, Iterator, Protocol, Sequence, TypeVar
 
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from contracts import codec, topics
-from contracts.models import DeadLetter, Message
+from contracts.models import Message
 
+from . import delivery
 from . import metrics as m
 from .errors import DependencyError, PoisonError
 from .settings import MAX_RECORD_BYTES, Settings
@@ -40,9 +52,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=Message)
 
-# A dead letter must itself fit in a record (settings.MAX_RECORD_BYTES, base64 inside JSON).
-DLQ_MAX_RECORD_BYTES = MAX_RECORD_BYTES - 256 * 1024
-DLQ_KEEP_VALUE_BYTES = 1024 * 1024
+# poll() failing this many times in a row makes the worker look for the partition that cannot be read.
+POLL_ERRORS_BEFORE_SKIP = 3
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,9 @@ class Stage(Protocol[T]):
     def ready_checks(self) -> dict[str, Callable[[], bool]]:
         ...
 
+    # Optional: ``on_undeliverable(record, out, error) -> list[Out]`` replaces an output the broker refused
+    # for good (the query worker sends an error reply the shopper can receive instead).
+
 
 class Timings:
     """Stage timer feeding the histogram and a per-batch dict (the query reply reports it)."""
@@ -155,6 +169,8 @@ class Worker(Generic[T]):
         self._stop = threading.Event()
         self.backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self.batches = 0
+        self._poll_failures = 0
+        self._last_produce_error: Exception | None = None
 
     # ---------------------------------------------------------------- control
     def stop(self, *_args) -> None:
@@ -174,8 +190,7 @@ class Worker(Generic[T]):
         log.info("%s: consuming %s as group %s", self.name, self.stage.input_topic, self.group_id)
         try:
             while not self._stop.is_set():
-                polled = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms, max_records=self.s.batch_size)
-                records = [Record.from_kafka(r) for rs in polled.values() for r in rs]
+                records = self._poll()
                 self._update_lag()
                 if records:
                     self.handle_batch(records)
@@ -191,34 +206,98 @@ class Worker(Generic[T]):
         self.producer.close(timeout=10)
         log.info("%s: closed", self.name)
 
+    # ---------------------------------------------------------------- polling
+    def _poll(self) -> list[Record]:
+        """One poll; an error raised by poll() itself never leaves the loop (it would crash-loop the worker)."""
+        try:
+            polled = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms, max_records=self.s.batch_size)
+            self._poll_failures = 0
+        except Exception as e:  # noqa: BLE001 - corrupt batch, codec, decompressor errors are not KafkaErrors only
+            self._poll_failures += 1
+            m.POLL_ERRORS.labels(self.name, "error").inc()
+            log.error("%s: poll failed (%d in a row): %s: %s", self.name, self._poll_failures, type(e).__name__, e)
+            if self._poll_failures >= POLL_ERRORS_BEFORE_SKIP:
+                self._skip_unreadable(e)
+            else:
+                self._stop.wait(min(1.0, 0.1 * self._poll_failures))
+            return []
+        return [Record.from_kafka(r) for rs in polled.values() for r in rs]
+
+    def _skip_unreadable(self, error: Exception) -> None:
+        """Find the partition poll() cannot read (poll each alone), dead-letter its offset and step over it."""
+        assigned = sorted(self.consumer.assignment())
+        for tp in assigned:
+            others = [x for x in assigned if x != tp]
+            if others:
+                self.consumer.pause(*others)
+            try:
+                polled = self.consumer.poll(timeout_ms=max(50, self.s.poll_timeout_ms), max_records=1)
+                for ptp, recs in polled.items():  # readable: hand it back, it is fetched again normally
+                    if recs:
+                        self.consumer.seek(ptp, recs[0].offset)
+                continue
+            except Exception as e:  # noqa: BLE001 - this is the partition
+                offset = self.consumer.position(tp)
+                rec = Record(tp.topic, tp.partition, offset, None, b"")
+                err = PoisonError(f"unreadable record batch at {tp.topic}/{tp.partition}@{offset}: "
+                                  f"{type(e).__name__}: {e}", category="unreadable_batch")
+                log.error("%s: skipping %s/%d@%d: %s", self.name, tp.topic, tp.partition, offset, err)
+                self._produce_all([(self._dead_letter(rec, err, 1, datetime.now(timezone.utc)), rec, True)])
+                self.consumer.seek(tp, offset + 1)
+                self._commit_offsets({tp: offset + 1})
+                m.POLL_ERRORS.labels(self.name, "skipped_offset").inc()
+                self._poll_failures = 0
+                return
+            finally:
+                if others:
+                    self.consumer.resume(*others)
+        log.error("%s: poll keeps failing but every partition reads alone (%s); retrying", self.name, error)
+        self._poll_failures = 0
+
+    # ---------------------------------------------------------------- one batch
+    def _decode(self, rec: Record) -> T:
+        try:
+            msg = codec.decode(self.stage.message_type, rec.value)
+        except codec.DecodeError as e:
+            raise PoisonError(str(e), category="invalid_message") from None
+        want = getattr(msg, "key", None)  # messages about one product are keyed by it: order depends on it
+        if rec.key is not None and isinstance(want, str) and rec.key != want.encode():
+            raise PoisonError(f"record key {rec.key[:200].decode(errors='replace')!r} does not match the payload's "
+                              f"{want!r} (tenant:product_id); refused to keep per-product ordering",
+                              category="key_mismatch")
+        return msg
+
     def handle_batch(self, records: list[Record]) -> None:
         m.IN_FLIGHT.labels(self.name).set(len(records))
         m.BATCH_SIZE.labels(self.name).observe(len(records))
         timings = Timings(self.name)
-        outs: list[Out] = []
+        outs: list[tuple[Out, Record, bool]] = []  # (output, the input it came from, is a replacement)
+        done: set[tuple[str, int, int]] = set()    # records whose outcome is decided: commit up to these
         items: list[Item[T]] = []
         with timings("decode"):
             for rec in records:
                 try:
-                    items.append(Item(rec, codec.decode(self.stage.message_type, rec.value)))
-                except codec.DecodeError as e:
-                    err = PoisonError(str(e), category="invalid_message")
-                    outs += self.stage.on_invalid(rec, err)
-                    outs.append(self._dead_letter(rec, err, attempts=1, first_seen=datetime.now(timezone.utc)))
+                    items.append(Item(rec, self._decode(rec)))
+                except PoisonError as err:
+                    outs += [(o, rec, False) for o in self.stage.on_invalid(rec, err)]
+                    outs.append((self._dead_letter(rec, err, attempts=1, first_seen=datetime.now(timezone.utc)), rec, True))
+                    done.add(_coords(rec))
                     self._count(rec.topic, "dlq")
         results = self._process_with_retries(items) if items else []
         if results is None:  # stopped while a dependency was down: nothing committed, the batch replays
             m.IN_FLIGHT.labels(self.name).set(0)
             return
         for item, res in results:
-            outs += res.outputs
+            outs += [(o, item.record, False) for o in res.outputs]
             if res.dead_letter is not None:
-                outs.append(self._dead_letter(item.record, res.dead_letter, res.dead_letter.attempts, item.first_seen_at))
+                dl = self._dead_letter(item.record, res.dead_letter, res.dead_letter.attempts, item.first_seen_at)
+                outs.append((dl, item.record, True))
+            done.add(_coords(item.record))
             self._count(item.record.topic, "dlq" if res.dead_letter is not None else "ok")
         with timings("produce"):
             self._produce_all(outs)
         with timings("commit"):
-            self._commit(records)
+            self._commit(records, done)
         self.batches += 1
         m.IN_FLIGHT.labels(self.name).set(0)
 
@@ -245,11 +324,18 @@ class Worker(Generic[T]):
                 return self._one_by_one(items)
 
     def _one_by_one(self, items: list[Item[T]]) -> list[tuple[Item[T], Result]] | None:
-        """Isolate the item that breaks the batch; the others are processed normally."""
+        """Isolate the item that breaks the batch; the others are processed normally.
+
+        Bounded by ``batch_retry_budget_s``: once it is spent an item gets no further retries. Every wait
+        polls (partitions paused) so the group keeps us, and is followed by an ownership check.
+        """
         out = []
+        budget_ends = time.monotonic() + self.s.batch_retry_budget_s
         for item in items:
             attempt = 0
             while True:
+                if not self._owns(item):  # lost in a rebalance during an earlier wait: the new owner has it
+                    break
                 attempt += 1
                 try:
                     out.append((item, self.stage.process([item])[0]))
@@ -262,7 +348,11 @@ class Worker(Generic[T]):
                 except Exception as e:  # noqa: BLE001 - classified below
                     poison = e if isinstance(e, PoisonError) else PoisonError(
                         f"{type(e).__name__}: {e}", category="processing_error")
-                    if isinstance(e, PoisonError) or attempt >= self.s.item_attempts:
+                    spent = time.monotonic() >= budget_ends
+                    if isinstance(e, PoisonError) or attempt >= self.s.item_attempts or spent:
+                        if spent and not isinstance(e, PoisonError) and attempt < self.s.item_attempts:
+                            poison = PoisonError(f"{poison} (no retry left: the batch's retry budget of "
+                                                 f"{self.s.batch_retry_budget_s:g} s is spent)", category=poison.category)
                         poison.attempts = attempt
                         out.append((item, Result(dead_letter=poison)))
                         break
@@ -270,20 +360,27 @@ class Worker(Generic[T]):
                     log.warning("%s: item %s/%d@%d failed (attempt %d): %s", self.name, item.record.topic,
                                 item.record.partition, item.record.offset, attempt, e,
                                 extra={"event_id": _event_id(item.msg)})
-                    time.sleep(min(self.s.backoff_initial_s * attempt, self.s.backoff_max_s))
+                    pause = min(self.s.backoff_initial_s * attempt, self.s.backoff_max_s, max(0.0, budget_ends - time.monotonic()))
+                    if not self._wait_paused(pause, f"retrying item in {pause:.1f} s", quiet=True):
+                        return None
+            self._wait_paused(0, "", quiet=True)  # a poll between items: membership outlives slow items
         return out
 
-    def _wait_paused(self, seconds: float, why: str) -> bool:
-        """Back off with partitions paused, polling so the group keeps us. False if asked to stop."""
-        log.warning("%s: %s; retrying in %.1f s", self.name, why, seconds)
+    def _owns(self, item: Item[T]) -> bool:
+        return TopicPartition(item.record.topic, item.record.partition) in self.consumer.assignment()
+
+    def _wait_paused(self, seconds: float, why: str, quiet: bool = False) -> bool:
+        """Back off with partitions paused, polling (at least once) so the group keeps us. False if asked to stop."""
+        if not quiet:
+            log.warning("%s: %s; retrying in %.1f s", self.name, why, seconds)
         paused = set(self.consumer.assignment())
         self.consumer.pause(*paused)
         try:
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
+            while True:
                 if self._stop.is_set():
                     return False
-                polled = self.consumer.poll(timeout_ms=min(200, max(1, int((deadline - time.monotonic()) * 1000))))
+                polled = self.consumer.poll(timeout_ms=min(200, max(0, int((deadline - time.monotonic()) * 1000))))
                 # A rebalance may hand us a new, unpaused partition mid-backoff: whatever it returned is
                 # not processed now, so rewind it (fetched again after the backoff) and pause it too.
                 for tp, recs in polled.items():
@@ -293,7 +390,11 @@ class Worker(Generic[T]):
                 if new:
                     self.consumer.pause(*new)
                     paused |= new
-            return True
+                if time.monotonic() >= deadline:
+                    return True
+        except Exception as e:  # noqa: BLE001 - a poll error while waiting is handled by the main loop's poll
+            log.warning("%s: poll during a wait failed: %s", self.name, e)
+            return not self._stop.is_set()
         finally:
             self.consumer.resume(*self.consumer.assignment())
 
@@ -306,64 +407,115 @@ class Worker(Generic[T]):
 
     # ---------------------------------------------------------------- outputs
     def _dead_letter(self, rec: Record, err: PoisonError, attempts: int, first_seen: datetime) -> Out:
-        event_id, tenant = _peek_ids(rec.value)
-        fields = dict(
-            stage=self.name, source_topic=rec.topic, partition=rec.partition, offset=rec.offset,
-            key=rec.key, value=rec.value or b"", headers={k: v or b"" for k, v in rec.headers},
-            reason=str(err), error_type=err.category, attempts=max(1, attempts),
-            event_id=event_id, tenant=tenant, first_seen_at=first_seen,
-        )
-        out = Out.of(self.dlq_topic, DeadLetter(**fields), key=rec.key.decode(errors="replace") if rec.key else None)
-        if len(out.value) > DLQ_MAX_RECORD_BYTES:
-            # base64 makes a dead letter 4/3 of its input: a record near the size limit would never be
-            # accepted by the broker, and the produce retry would block the partition forever. Keep a prefix.
-            size = len(fields["value"])
-            fields.update(value=fields["value"][:DLQ_KEEP_VALUE_BYTES],
-                          headers={k: v[:1024] for k, v in fields["headers"].items()},
-                          reason=f"{fields['reason']} [dead letter keeps the first {DLQ_KEEP_VALUE_BYTES} of "
-                                 f"{size} bytes of the record]")
-            out = Out.of(self.dlq_topic, DeadLetter(**fields), key=out.key.decode(errors="replace") if out.key else None)
-        m.DLQ.labels(self.name, err.category).inc()
-        log.warning("%s: dead letter %s/%d@%d (%s): %s", self.name, rec.topic, rec.partition, rec.offset,
-                    err.category, err, extra={"event_id": event_id})
-        return out
+        dl = delivery.dead_letter(self.name, rec, err, attempts, first_seen, MAX_RECORD_BYTES)
+        key = rec.key.decode(errors="replace") if rec.key else None
+        return Out.of(self.dlq_topic, dl, key=key, extra_headers=delivery.dlq_headers(dl))
 
-    def _produce_all(self, outs: Sequence[Out]) -> None:
-        """Send everything, then wait for every acknowledgement; a broker failure retries the whole set."""
-        while True:
+    def _produce_all(self, outs: Sequence[tuple[Out, Record, bool]]) -> None:
+        """Send everything and wait for every acknowledgement.
+
+        Transient failures resend just the records that failed, with backoff, until the broker takes them.
+        A record the broker refuses for good is replaced by a dead letter of its input (and whatever the
+        stage offers instead); a replacement refused for good is logged and dropped, never retried forever.
+        """
+        todo = list(outs)
+        while todo:
+            transient: list[tuple[Out, Record, bool]] = []
+            replacements: list[tuple[Out, Record, bool]] = []
+            sent = []
+            for o, src, is_replacement in todo:
+                error = delivery.precheck(o.topic, o.value, o.key, o.headers, MAX_RECORD_BYTES)
+                if error is None:
+                    try:
+                        future = self.producer.send(o.topic, value=o.value, key=o.key, headers=list(o.headers))
+                        sent.append((o, src, is_replacement, future))
+                        continue
+                    except KafkaError as e:
+                        error = self._explain_send_error(o.topic, e)
+                self._sort_failure((o, src, is_replacement), error, transient, replacements)
             try:
-                futures = [self.producer.send(o.topic, value=o.value, key=o.key, headers=list(o.headers)) for o in outs]
                 self.producer.flush(timeout=60)
-                for f in futures:
-                    f.get(timeout=1)
-                for o in outs:
-                    m.PRODUCED.labels(self.name, self._topic_label(o.topic)).inc()
-                m.DEPENDENCY_UP.labels(self.name, "kafka").set(1)
-                self.backoff.reset()
-                return
             except KafkaError as e:
+                log.warning("%s: flush did not complete: %s", self.name, e)
+            for o, src, is_replacement, future in sent:
+                try:
+                    future.get(timeout=1)
+                    m.PRODUCED.labels(self.name, self._topic_label(o.topic)).inc()
+                except KafkaError as e:
+                    self._sort_failure((o, src, is_replacement), e, transient, replacements)
+            if transient:
                 m.DEPENDENCY_UP.labels(self.name, "kafka").set(0)
                 m.DEPENDENCY_RETRIES.labels(self.name, "kafka").inc()
                 # Resending may duplicate outputs already acknowledged: downstream is idempotent.
-                if not self._wait_paused(self.backoff.next(), f"produce failed: {e!r}"):
-                    raise
+                why = f"produce failed for {len(transient)} records ({transient[0][0].topic}): {self._last_produce_error!r}"
+                if not self._wait_paused(self.backoff.next(), why):
+                    raise KafkaError("stopped while the broker was refusing records; the batch replays")
+            todo = transient + replacements
+        m.DEPENDENCY_UP.labels(self.name, "kafka").set(1)
+        self.backoff.reset()
+
+    def _sort_failure(self, entry: tuple[Out, Record, bool], error: Exception, transient: list, replacements: list) -> None:
+        o, src, is_replacement = entry
+        if not delivery.is_permanent(error):
+            self._last_produce_error = error
+            transient.append(entry)
+            return
+        m.UNDELIVERABLE.labels(self.name, type(error).__name__).inc()
+        if is_replacement:  # a dead letter or an error reply the broker refuses too: nothing left to send
+            log.error("%s: %s/%d@%d: replacement output to %s refused for good, dropped: %r", self.name,
+                      src.topic, src.partition, src.offset, o.topic, error)
+            return
+        poison = PoisonError(f"an output to {o.topic[:200]} can never be delivered: {type(error).__name__}: {error}",
+                             category="undeliverable")
+        offered = getattr(self.stage, "on_undeliverable", None)
+        if offered is not None:
+            replacements += [(r, src, True) for r in offered(src, o, poison)]
+        replacements.append((self._dead_letter(src, poison, 1, datetime.now(timezone.utc)), src, True))
+
+    def _explain_send_error(self, topic: str, error: KafkaError) -> Exception:
+        """send() timing out on metadata is a missing topic when the broker answers without it."""
+        if isinstance(error, KafkaTimeoutError):
+            try:
+                if topic not in self.consumer.topics():
+                    return delivery.TopicMissing(f"topic {topic[:200]!r} does not exist (auto-creation is off)")
+            except Exception:  # noqa: BLE001 - the broker is down: transient
+                pass
+        return error
 
     def _topic_label(self, topic: str) -> str:
         """Reply topics are per tenant (and per client): one bounded label value for all of them."""
         prefix = self.s.reply_topic_prefix
         return prefix if topic == prefix or topic.startswith(prefix + ".") else topic
 
-    def _commit(self, records: list[Record]) -> None:
-        last: dict[TopicPartition, int] = {}
+    def _commit(self, records: list[Record], done: set[tuple[str, int, int]]) -> None:
+        """Per partition, commit up to the first record not processed (dropped after a rebalance) and
+        rewind to it, so a record that was never processed is never committed past."""
+        by_tp: dict[TopicPartition, list[Record]] = {}
         for r in records:
-            tp = TopicPartition(r.topic, r.partition)
-            last[tp] = max(last.get(tp, -1), r.offset)
+            by_tp.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
         owned = self.consumer.assignment()
-        offsets = {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in last.items() if tp in owned}
+        offsets, rewind = {}, {}
+        for tp, recs in by_tp.items():
+            if tp not in owned:
+                continue
+            recs.sort(key=lambda r: r.offset)
+            upto = None
+            for r in recs:
+                if _coords(r) not in done:
+                    rewind[tp] = r.offset
+                    break
+                upto = r.offset + 1
+            if upto is not None:
+                offsets[tp] = upto
+        self._commit_offsets(offsets)
+        for tp, offset in rewind.items():
+            self.consumer.seek(tp, offset)
+
+    def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets)
+            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
         except CommitFailedError as e:
             # The group rebalanced mid-batch; the new owner replays from the last commit (idempotent).
             log.warning("%s: commit rejected after a rebalance (%s); records will be replayed", self.name, e)
@@ -390,14 +542,5 @@ def _event_id(msg: Message) -> str | None:
     return getattr(msg, "event_id", None) or getattr(msg, "request_id", None)
 
 
-def _peek_ids(raw: bytes | None) -> tuple[str | None, str | None]:
-    """Best-effort event id and tenant of an undecodable record, for the dead letter."""
-    import json
-
-    try:
-        d = json.loads(raw or b"")
-        ev = d.get("event_id") or d.get("request_id")
-        tenant = d.get("tenant")
-        return (str(ev)[:128] if ev else None, str(tenant)[:64] if tenant else None)
-    except Exception:
-        return None, None
+def _coords(r: Record) -> tuple[str, int, int]:
+    return (r.topic, r.partition, r.offset)

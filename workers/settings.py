@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(16, ge=1, le=1024, description="max records polled and processed as one batch")
     poll_timeout_ms: int = 200
     item_attempts: int = Field(3, ge=1, description="tries for an item whose error may be transient, then DLQ")
+    batch_retry_budget_s: float = Field(
+        60.0, gt=0, description="time the item-by-item retry of one batch may take; kept below max_poll_interval_ms")
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 15.0
 
@@ -120,6 +122,13 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
     state_dir: Path = Path(".lookstream")
+
+    @model_validator(mode="after")
+    def _retry_budget_below_poll_interval(self) -> "Settings":
+        if self.batch_retry_budget_s * 1000 >= self.max_poll_interval_ms / 2:
+            raise ValueError(f"batch_retry_budget_s ({self.batch_retry_budget_s:g} s) must stay below half of "
+                             f"max_poll_interval_ms ({self.max_poll_interval_ms} ms)")
+        return self
 
     @field_validator("non_garment_labels", "allowed_image_formats", "fetch_allowed_hosts", "fetch_allow_http_hosts",
                      mode="before")

@@ -181,6 +181,19 @@ def _drip(h):  # a valid header, then a body that trickles in slower than the to
         time.sleep(0.1)
 
 
+@route("/drip-headers")
+def _drip_headers(h):  # the status line and headers themselves trickle in, a byte every 0.25 s (10 s in all)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nX-Pad: " + b"p" * 8 + b"\r\n\r\n"
+    for b in head:
+        try:
+            h.wfile.write(bytes([b]))
+            h.wfile.flush()
+        except OSError:
+            return
+        time.sleep(0.25)
+    h.close_connection = True
+
+
 @route("/gzip")
 def _gzip(h):
     h._send(200, PNG, "image/png", extra=[("Content-Encoding", "gzip")])
@@ -384,6 +397,14 @@ def test_slow_server_hits_the_time_limit(base, path):
     with pytest.raises(FetchUnavailable, match="time limit|timed out"):
         fetch_image(base + path, settings(fetch_timeout_s=0.8))
     assert time.monotonic() - t0 < 2.0
+
+
+def test_time_limit_is_wall_clock_over_headers_too(base):
+    # each header byte arrives well within a socket timeout; only a wall-clock deadline stops it
+    t0 = time.monotonic()
+    with pytest.raises(FetchUnavailable, match="time limit"):
+        fetch_image(base + "/drip-headers", settings(fetch_timeout_s=0.8))
+    assert time.monotonic() - t0 < 5.0  # the trickle would take 10 s; before the watchdog it ran to the end
 
 
 def test_outages_are_retryable_not_poison(base):

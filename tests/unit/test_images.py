@@ -291,3 +291,34 @@ def test_remote_uris_refused_readably(uri):
     # default settings: remote fetching is off; the reason names the uri and what to do instead
     assert uri in msg and ("not enabled" in msg or "disabled" in msg) and "send the image inline" in msg
     assert ei.value.category == "image_fetch"
+
+
+def test_multi_picture_jpeg_first_frame():
+    # MPO: what many phones write (a JPEG with a second picture appended)
+    first, second = Image.new("RGB", (40, 30), (0, 0, 255)), Image.new("RGB", (40, 30), (255, 0, 0))
+    data = encode(first, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    img = decode_image(data, settings())
+    assert img.mode == "RGB" and img.size == (40, 30)
+    r, g, b = np.asarray(img, np.float64).mean(axis=(0, 1))
+    assert b > 200 and r < 50  # the blue first frame, not the red second one
+
+
+def test_mpo_follows_the_jpeg_setting():
+    data = encode(noise(40, 30), "MPO", save_all=True, append_images=[noise(40, 30, seed=2)])
+    refused(data, settings(allowed_image_formats=["PNG"]), "format MPO not allowed")
+
+
+def test_file_uri_with_nul_byte_is_a_clean_refusal(tmp_path):
+    with pytest.raises(PoisonError, match="NUL byte"):
+        image_bytes(ImageRef(uri="file:///a%00b.jpg"), settings(image_root=tmp_path))
+
+
+def test_refusals_tell_the_sender_no_server_paths(tmp_path):
+    root = tmp_path / "srv-images"
+    root.mkdir()
+    for uri in ("file:///etc/passwd", f"file://{root}/missing.jpg", f"file://{root}"):
+        with pytest.raises(PoisonError) as ei:
+            image_bytes(ImageRef(uri=uri), settings(image_root=root))
+        assert str(root) not in ei.value.public and "/etc" not in ei.value.public, ei.value.public
+        assert str(ei.value) != ei.value.public  # operators still get the full story in the dead letter
