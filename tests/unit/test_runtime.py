@@ -68,10 +68,13 @@ class FakeProducer:
         self.fail_gets = 0  # this many future.get() calls raise a KafkaError
         self.refused: dict[str, Exception] = {}  # topic -> the error the broker answers for good
         self.acked: list[tuple[str, bytes]] = []
+        self.missing: set[str] = set()  # topics the broker does not have (auto-creation off)
 
     def send(self, topic, value=None, key=None, headers=None):
         self.log.append(("send", topic))
         self.sent.append((topic, value, key, headers))
+        if topic in self.missing:  # kafka-python waits max_block_ms for the topic's metadata, then raises
+            raise KafkaTimeoutError("Failed to update metadata after 15.0 secs.")
         err = None
         if self.fail_gets:
             self.fail_gets -= 1
@@ -426,6 +429,30 @@ def test_an_output_refused_for_good_becomes_a_dead_letter_and_the_partition_move
     assert [t for t, _ in producer.acked] == [IN + ".dlq"] * 2
     assert len(producer.on(OUT)) == 2  # each tried once, not resent
     assert consumer.commits == [{TP0: 2}]
+
+
+def test_a_topic_that_does_not_exist_is_permanent_for_its_record():
+    w, consumer, producer, stage, log = make([[rec(0, product("a"))]])
+    producer.missing.add(OUT)
+    consumer.topics = lambda: {IN, IN + ".dlq"}  # the broker answers, without OUT
+    run_bounded(w)
+    (dl,) = dead_letters(producer)
+    assert dl.error_type == "undeliverable" and "does not exist" in dl.reason
+    assert consumer.commits == [{TP0: 1}]
+
+
+def test_a_metadata_timeout_with_the_broker_down_is_retried():
+    w, consumer, producer, stage, log = make([[rec(0, product("a"))]])
+    producer.missing.add(OUT)
+
+    def broker_down():
+        producer.missing.discard(OUT)  # back on the next try
+        raise KafkaTimeoutError("no broker")
+
+    consumer.topics = broker_down
+    run_bounded(w)
+    assert [t for t, _ in producer.acked] == [OUT] and not dead_letters(producer)
+    assert consumer.commits == [{TP0: 1}]
 
 
 def test_only_the_records_that_failed_are_resent():
