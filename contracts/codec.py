@@ -54,8 +54,8 @@ def _refuse_duplicate_keys(model: type[Message], raw: bytes) -> None:
         json.loads(raw, object_pairs_hook=pairs)
     except DecodeError:
         raise
-    except ValueError:
-        pass  # not JSON at all: pydantic's error names the position
+    except (ValueError, RecursionError):
+        pass  # not JSON, or nested too deep for this parser: pydantic's own error explains it
 
 
 def explain(e: ValidationError, limit: int = 5) -> str:

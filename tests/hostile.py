@@ -323,7 +323,7 @@ def ingest_cases(tenant: str, image_root: Path | None = None) -> list[Case]:
         _case("lone_surrogate_title", json.dumps(product(T, "h-sur", jpeg())).encode().replace(
             b'"occurred_at"', b'"metadata": {"title": "\\ud800"}, "occurred_at"'), "dlq", "Invalid JSON"),
         up("title_2001_chars", jpeg(), "dlq", "at most 2000 characters", fields={"metadata": {"title": "x" * 2001}}),
-        up("price_nan", jpeg(), "dlq", "finite number", fields={"metadata": {"price": "NaN"}}),
+        up("price_nan", jpeg(), "dlq", "valid number", fields={"metadata": {"price": "NaN"}}),
         up("price_negative", jpeg(), "dlq", "greater than or equal to 0", fields={"metadata": {"price": -1}}),
         up("price_huge", jpeg(), "dlq", "less than or equal to 1000000000", fields={"metadata": {"price": 1e308}}),
         _case("price_1e400", json.dumps(product(T, "h-inf", jpeg())).encode().replace(
@@ -400,7 +400,7 @@ def request_cases(tenant: str, reply_to: str, internal_topic: str, good_image: b
         case("req_top_k_0", "reply_error", "top_k", dlq_too=True, top_k=0),
         case("req_top_k_1e6", "reply_error", "top_k", dlq_too=True, top_k=10**6),
         case("req_unknown_label", "reply_error", "unknown garment label 'Cape'", dlq_too=True, garments=["Cape"]),
-        case("req_nan_price_filter", "reply_error", "finite number", dlq_too=True,
+        case("req_nan_price_filter", "reply_error", "valid number", dlq_too=True,
              filters={"price": {"max": "NaN"}}),
         case("req_min_over_max", "reply_error", "price.min must not exceed price.max", dlq_too=True,
              filters={"price": {"min": 10, "max": 1}}),

@@ -260,6 +260,9 @@ class Worker(Generic[T]):
             msg = codec.decode(self.stage.message_type, rec.value)
         except codec.DecodeError as e:
             raise PoisonError(str(e), category="invalid_message") from None
+        except Exception as e:  # noqa: BLE001 - no input may crash the worker, whatever the parser raises
+            raise PoisonError(f"undecodable {self.stage.message_type.__name__}: {type(e).__name__}",
+                              category="invalid_message") from None
         want = getattr(msg, "key", None)  # messages about one product are keyed by it: order depends on it
         if rec.key is not None and isinstance(want, str) and rec.key != want.encode():
             raise PoisonError(f"record key {rec.key[:200].decode(errors='replace')!r} does not match the payload's "

@@ -29,6 +29,15 @@ WORKER_ENV = {
 }
 
 
+def _key_of(value: bytes | None) -> bytes:
+    """The key a well-behaved producer gives a ProductEvent: tenant:product_id (any key for undecodable ones)."""
+    try:
+        d = json.loads(value or b"")
+        return f"{d['tenant']}:{d['product_id']}".encode()
+    except Exception:
+        return b"acme:hostile"
+
+
 def _case_of(letter: DeadLetter) -> str | None:
     v = letter.headers.get(CASE_HEADER)
     return v.decode() if v else None
@@ -112,9 +121,10 @@ def test_hostile_inputs_get_their_outcome_and_nothing_dies(pipeline, tmp_path, c
     t0 = time.monotonic()
     pub = CatalogPublisher(s.bootstrap_servers, topic=s.topic_products)
     try:
-        for c in ingest:  # one key: one partition, in this order
-            pub.producer.send(s.topic_products, key=b"acme:hostile", value=c.value, headers=c.headers)
-        pub.producer.send(s.topic_products, key=b"acme:hostile", value=json.dumps(good).encode())
+        for c in ingest:  # one partition, in this order; each keyed by its own product (a foreign key is refused)
+            pub.producer.send(s.topic_products, key=_key_of(c.value), value=c.value, headers=c.headers, partition=0)
+        pub.producer.send(s.topic_products, key=_key_of(json.dumps(good).encode()), value=json.dumps(good).encode(),
+                          partition=0)
         for c in requests:
             pub.producer.send(s.topic_look_requests, key=b"hostile", value=c.value, headers=c.headers)
         pub.producer.send(s.topic_look_requests, key=b"hostile", value=json.dumps(good_req).encode())
