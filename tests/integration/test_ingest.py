@@ -134,12 +134,12 @@ def test_bad_inputs_are_dead_lettered_and_the_partition_moves_on(pipeline, sampl
     watcher = OutcomeWatcher(s)
     producer = CatalogPublisher(s.bootstrap_servers, topic=s.topic_products)
     try:
-        # all records share one key -> one partition, so the good one comes after every bad one
+        # all records go to one partition, so the good one comes after every bad one (each keyed by its product)
         key = b"acme:same-partition"
         sent = {}
         for name, data in bad_images.items():
             ev = ProductEvent(tenant="acme", product_id=name, image={"bytes": data})
-            producer.producer.send(s.topic_products, key=key, value=codec.encode(ev))
+            producer.producer.send(s.topic_products, key=ev.key.encode(), value=codec.encode(ev), partition=0)
             sent[ev.event_id] = name
         for name, raw in {"invalid-schema": b'{"tenant": "acme", "product_id": 7}',
                           "zero-size": b"",
@@ -147,9 +147,9 @@ def test_bad_inputs_are_dead_lettered_and_the_partition_moves_on(pipeline, sampl
                           "future-version": json.dumps({"schema_version": "2.0", "tenant": "acme",
                                                         "product_id": "x", "event_id": "fv-1",
                                                         "image": {"uri": "file:///x.jpg"}}).encode()}.items():
-            producer.producer.send(s.topic_products, key=key, value=raw, headers=[("case", name.encode())])
+            producer.producer.send(s.topic_products, key=key, value=raw, headers=[("case", name.encode())], partition=0)
         ok = ProductEvent(tenant="acme", product_id=good.product_id, image={"bytes": good.path.read_bytes()})
-        producer.producer.send(s.topic_products, key=key, value=codec.encode(ok))
+        producer.producer.send(s.topic_products, key=ok.key.encode(), value=codec.encode(ok), partition=0)
         producer.flush()
         watcher.wait({ok.event_id, *sent}, 120)
         assert watcher.outcomes[ok.event_id].status == "indexed"  # the partition was not blocked
