@@ -283,7 +283,8 @@ class IndexedEvent(Message):
     tenant: TenantId
     product_id: Identifier
     op: Literal["upsert", "delete"]
-    status: Literal["indexed", "no_garments", "deleted"]
+    # stale: skipped, older than the version (or delete tombstone) already applied to the product
+    status: Literal["indexed", "no_garments", "deleted", "stale"]
     image_id: str = ""
     labels: list[Label] = Field(default_factory=list)
     garment_ids: list[str] = Field(default_factory=list)

@@ -37,7 +37,7 @@ def cmd_stack(a) -> int:
         t0 = time.monotonic()
         print(f"starting the embedded stack in {stack.state}")
         stack.up(workers=not a.no_workers, durable=a.durable, device=a.device, segformer_size=a.segformer_size,
-                 ports={"broker": a.broker_port, "redis": a.redis_port, "milvus": a.milvus_port,
+                 milvus=getattr(a, "milvus", "lite"), ports={"broker": a.broker_port, "redis": a.redis_port, "milvus": a.milvus_port,
                         "triton_grpc": a.triton_grpc_port})
         print(f"stack up in {time.monotonic() - t0:.1f} s; endpoints in {stack.env_file}")
         _print_weights()
@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--durable", action="store_true",
                     help="broker log in a local S3 (moto) instead of memory: survives a broker restart")
     st.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    st.add_argument("--milvus", choices=["lite", "server"], default="lite",
+                    help="lite: Milvus Lite 2.5 (fast start); server: a real Milvus 2.3.5 standalone (production-like "
+                         "consistency; ~10-30 s start)")
     st.add_argument("--segformer-size", type=int, default=512)
     st.add_argument("--lines", type=int, default=40)
     for port in ("broker", "redis", "milvus", "triton-grpc"):

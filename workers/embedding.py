@@ -1,4 +1,8 @@
-"""Embedding stage: GarmentsEvent -> (Triton resnet50) -> Milvus rows + Redis metadata -> IndexedEvent."""
+"""Embedding stage: GarmentsEvent -> (Triton resnet50) -> Milvus rows + Redis product states -> IndexedEvent.
+
+The whole batch goes to the stores in a fixed number of round trips (``CatalogWriter``); an event older
+than what the product's state already holds is skipped and reported ``stale``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from .errors import PoisonError
 from .garments import decode_jpeg
 from .runtime import Item, Out, Result, Timings
 from .settings import Settings
-from .store import GarmentIndex, GarmentRow, MetadataCache, garment_id
+from .store import Applied, CatalogWriter, Change, GarmentIndex, GarmentRow, MetadataCache, event_version, garment_id
 
 
 class EmbeddingStage:
@@ -20,6 +24,7 @@ class EmbeddingStage:
 
     def __init__(self, s: Settings, triton, index: GarmentIndex, cache: MetadataCache):
         self.s, self.triton, self.index, self.cache = s, triton, index, cache
+        self.writer = CatalogWriter(index, cache)
         self.input_topic = s.topic_garments
         self.timings = Timings(self.name)
 
@@ -41,40 +46,44 @@ class EmbeddingStage:
         if crops:
             with self.timings("embed"):
                 vectors = self.triton.embed(np.stack(crops))
-        # 3. Sinks, strictly in input order so one product's events apply in order.
-        results = []
-        for item, span in zip(items, spans):
+        # 3. Sinks: the batch's changes in one go, applied in input order per product.
+        results: list[Result | None] = [None] * len(items)
+        changes: list[tuple[int, Change]] = []
+        for n, (item, span) in enumerate(zip(items, spans)):
             if isinstance(span, PoisonError):
-                results.append(Result(dead_letter=span))
+                results[n] = Result(dead_letter=span)
             else:
-                results.append(self._apply(item.msg, vectors[span[0] : span[1]]))
-        return results
+                changes.append((n, self._change(item.msg, vectors[span[0] : span[1]])))
+        with self.timings("upsert"):
+            applied = self.writer.apply([c for _n, c in changes])
+        for (n, change), done in zip(changes, applied):
+            results[n] = self._indexed(items[n].msg, change, done)
+        return results  # type: ignore[return-value]
 
-    def _apply(self, ev: GarmentsEvent, vectors: np.ndarray) -> Result:
+    def _change(self, ev: GarmentsEvent, vectors: np.ndarray) -> Change:
+        version = event_version(ev.occurred_at, ev.event_id)
         if ev.op == "delete":
-            with self.timings("upsert"):
-                removed = self.index.delete_product(ev.tenant, ev.product_id)
-                self.cache.delete(ev.tenant, ev.product_id)
-            return self._indexed(ev, "deleted", removed=removed)
+            return Change(ev.tenant, ev.product_id, "delete", version)
         rows = [
             GarmentRow(garment_id(ev.tenant, ev.product_id, ev.image_id, g.label), ev.tenant, ev.product_id,
-                       ev.image_id, g.label, [g.bbox.x0, g.bbox.y0, g.bbox.x1, g.bbox.y1], ev.metadata, v)
+                       ev.image_id, g.label, [g.bbox.x0, g.bbox.y0, g.bbox.x1, g.bbox.y1], ev.metadata, v, version)
             for g, v in zip(ev.garments, vectors)
         ]
-        with self.timings("upsert"):
-            removed = self.index.replace_product(ev.tenant, ev.product_id, rows)
-            self.cache.put(ev.tenant, ev.product_id, ev.metadata)
-        for r in rows:
-            m.GARMENTS_INDEXED.labels(r.label).inc()
-        return self._indexed(ev, "indexed" if rows else "no_garments", rows=rows, removed=removed)
+        return Change(ev.tenant, ev.product_id, "upsert", version, rows, ev.metadata)
 
-    def _indexed(self, ev: GarmentsEvent, status: str, rows=(), removed: int = 0) -> Result:
+    def _indexed(self, ev: GarmentsEvent, change: Change, done: Applied) -> Result:
         now = utc_now()
         latency = (now - ev.occurred_at).total_seconds()
-        m.END_TO_END_SECONDS.labels(self.name).observe(max(0.0, latency))
+        rows = change.rows if done.status != "stale" else []
+        if done.status == "stale":
+            m.STALE_EVENTS.labels(self.name).inc()
+        else:
+            m.END_TO_END_SECONDS.labels(self.name).observe(max(0.0, latency))
+            for r in rows:
+                m.GARMENTS_INDEXED.labels(r.label).inc()
         out = IndexedEvent(event_id=ev.event_id, tenant=ev.tenant, product_id=ev.product_id, op=ev.op,
-                           status=status, image_id=ev.image_id, labels=[r.label for r in rows],
-                           garment_ids=[r.id for r in rows], removed=removed, latency_ms=latency * 1000,
+                           status=done.status, image_id=ev.image_id, labels=[r.label for r in rows],
+                           garment_ids=[r.id for r in rows], removed=done.removed, latency_ms=latency * 1000,
                            indexed_at=now)
         return Result([Out.of(self.s.topic_indexed, out, key=f"{ev.tenant}:{ev.product_id}")])
 

@@ -71,6 +71,10 @@ GARMENTS_INDEXED = Counter(
     "lookstream_garments_indexed", "Garment vectors upserted into Milvus, by garment label.",
     ["label"], registry=REGISTRY,
 )
+STALE_EVENTS = Counter(
+    "lookstream_stale_events", "Catalog events skipped: older than the product's applied version or tombstone.",
+    ["worker"], registry=REGISTRY,
+)
 QUERY_REPLIES = Counter(
     "lookstream_query_replies", "Look replies sent, by status.", ["status"], registry=REGISTRY,
 )
@@ -81,7 +85,7 @@ WORKER_READY = Gauge(
 # Names as they appear in the exposition (counters gain _total; histograms _bucket/_sum/_count).
 EXPORTED_METRIC_NAMES: frozenset[str] = frozenset(
     name
-    for m in (MESSAGES, PRODUCED, DLQ, DEPENDENCY_RETRIES, GARMENTS_INDEXED, QUERY_REPLIES)
+    for m in (MESSAGES, PRODUCED, DLQ, DEPENDENCY_RETRIES, GARMENTS_INDEXED, STALE_EVENTS, QUERY_REPLIES)
     for name in (m._name + "_total",)
 ) | frozenset(
     name

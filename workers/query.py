@@ -29,7 +29,7 @@ from .images import decode_image, image_bytes
 from .ranking import rank
 from .runtime import Item, Out, Record, Result, Timings
 from .settings import MAX_RECORD_BYTES, Settings
-from .store import GarmentIndex, Hit, MetadataCache
+from .store import GarmentIndex, MetadataCache, live_hits
 
 log = logging.getLogger(__name__)
 
@@ -150,37 +150,46 @@ class QueryStage:
             results[i] = self._search_and_reply(req, found, vectors[start : start + len(found)], own)
 
     def _search_and_reply(self, req: LookRequest, found, vectors: np.ndarray, own: dict) -> Result:
+        """All garments searched at once (one search per label, in parallel), then every hit checked against
+        its product's state in Redis: a deleted product or a replaced image's rows never reach the reply.
+        Without Redis (down, or any error) the look is searched again at Strong consistency instead."""
         garments: list[GarmentMatches] = []
-        hits_per_garment: list[list[Hit]] = []
         failed: list[str] = []
+        queries = [(g.label, vec) for g, vec in zip(found, vectors)]
+        limit = min(2 * req.top_k, 16384)  # room for hits the states refuse
         t0 = time.perf_counter()
         with self.timings("search"):
-            for g, vec in zip(found, vectors):
-                try:
-                    hits_per_garment.append(self.index.search(req.tenant, g.label, vec[None, :], req.top_k,
-                                                              req.filters)[0])
-                except DependencyError:
-                    raise  # the whole batch waits for Milvus
-                except Exception as e:  # noqa: BLE001 - one garment's failure makes the reply partial
-                    log.warning("search for %s failed: %s", g.label, e, extra={"request_id": req.request_id})
-                    failed.append(g.label)
-                    hits_per_garment.append([])
+            searched = self.index.search_garments(req.tenant, queries, limit, req.filters)
         own["search"] = (time.perf_counter() - t0) * 1000
         t0 = time.perf_counter()
         with self.timings("enrich"):
-            ids = sorted({h.product_id for hits in hits_per_garment for h in hits})
+            ids = sorted({h.product_id for hits in searched if not isinstance(hits, Exception) for h in hits})
             try:
-                cached = self.cache.get_many(req.tenant, ids)
-            except DependencyError as e:
-                log.warning("redis unavailable, answering from Milvus fields: %s", e,
+                states = {k[1]: st for k, st in self.cache.get_states([(req.tenant, p) for p in ids]).items()}
+            except Exception as e:  # noqa: BLE001 - an outage or any Redis error: the reply must still go out
+                log.warning("product states unavailable (%s); searching at Strong consistency", e,
                             extra={"request_id": req.request_id})
-                cached = {}
-            for g, hits in zip(found, hits_per_garment):
-                if g.label in failed:
+                states = None
+            if states is None:
+                searched = self.index.search_garments(req.tenant, queries, limit, req.filters, consistency="Strong")
+            else:
+                unknown = [h.id for hits in searched if not isinstance(hits, Exception) for h in hits
+                           if h.product_id not in states]
+                confirmed = self.index.existing_ids(unknown) if unknown else set()
+                searched = [hits if isinstance(hits, Exception) else live_hits(hits, states, confirmed)
+                            for hits in searched]
+            for g, hits in zip(found, searched):
+                if isinstance(hits, Exception):
+                    log.warning("search for %s failed: %s", g.label, hits, extra={"request_id": req.request_id})
+                    failed.append(g.label)
                     continue
-                matches = [Match(product_id=h.product_id, score=round(h.score, 6),
-                                 metadata=cached.get(h.product_id) or h.metadata(),
-                                 metadata_source="redis" if h.product_id in cached else "milvus") for h in hits]
+                matches = []
+                for h in hits[: req.top_k]:
+                    st = states.get(h.product_id) if states else None
+                    cached = st.metadata if st is not None and not st.deleted and st.version >= h.version else None
+                    matches.append(Match(product_id=h.product_id, score=round(h.score, 6),
+                                         metadata=cached or h.metadata(),
+                                         metadata_source="redis" if cached else "milvus"))
                 garments.append(GarmentMatches(label=g.label, bbox=BBox(**g.bbox.model_dump()),
                                                mask_fraction=round(g.mask_fraction, 6), matches=matches))
         own["enrich"] = (time.perf_counter() - t0) * 1000

@@ -110,11 +110,16 @@ class Settings(BaseSettings):
     milvus_nlist: int = 128
     milvus_nprobe: int = 16
     milvus_hnsw_ef: int = 128
+    # Searches do not wait for the server's time tick (Strong: ~200 ms on a Milvus server, Bounded ~2 ms);
+    # deleted products are kept out of replies by the product states in Redis (workers/store.py).
+    milvus_search_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = "Bounded"
 
     # --- Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: SecretStr | None = None
     redis_timeout_s: float = 2.0
+    # How long a delete tombstone keeps older events (a DLQ replay, a late retry) from bringing a product back.
+    tombstone_retention_s: int = Field(7 * 24 * 3600, ge=60)
 
     # --- Process
     metrics_port: int = Field(0, description="/metrics, /healthz, /readyz; 0 = pick a free port")

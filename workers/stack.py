@@ -265,6 +265,72 @@ def milvus_service(state: Path, port: int) -> Service:
     return Service("milvus", proc, lambda: milvus_ready(uri), {"LOOKSTREAM_MILVUS_URI": uri}, 60)
 
 
+MILVUS_SERVER_COMPONENTS = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
+
+
+def milvus_server_service(state: Path, port: int) -> Service:
+    """A real Milvus 2.3.5 standalone server (the PyPI ``milvus`` wheel): production-like consistency and
+    partition keys, unlike Milvus Lite.
+
+    Its embedded etcd takes 127.0.0.1:2379/2380 unless told otherwise: ETCD_CONFIG_PATH points it at free
+    ports, so several servers (and test sessions) can share a machine. Its internal gRPC ports are picked
+    free by the wrapper; ``<component>.ip`` makes every component advertise loopback. SIGTERM leaves
+    ``milvus run standalone`` behind (and hung): it is stopped with SIGKILL of its whole process group.
+    """
+    exe = require_file(Path(sys.executable).with_name("milvus-server"), "milvus-server (the milvus wheel)")
+    data = state / "milvus-server"
+    data.mkdir(parents=True, exist_ok=True)
+    etcd_client, etcd_peer = free_port(), free_port()
+    etcd_cfg = data / "embedEtcd.yaml"
+    etcd_cfg.write_text(
+        f"listen-client-urls: http://127.0.0.1:{etcd_client}\nadvertise-client-urls: http://127.0.0.1:{etcd_client}\n"
+        f"listen-peer-urls: http://127.0.0.1:{etcd_peer}\ninitial-advertise-peer-urls: http://127.0.0.1:{etcd_peer}\n"
+        f"initial-cluster: default=http://127.0.0.1:{etcd_peer}\n")
+    argv = [str(exe), "--data", str(data), "--proxy-port", str(port), "--etcd-port", str(etcd_client)]
+    for component in MILVUS_SERVER_COMPONENTS:
+        argv += ["--extra-config", f"{component}.ip=127.0.0.1"]
+    proc = KilledProc("milvus", argv, state, env={"ETCD_CONFIG_PATH": str(etcd_cfg)})
+    uri = f"http://127.0.0.1:{port}"
+    return Service("milvus", proc, lambda: milvus_ready(uri), {"LOOKSTREAM_MILVUS_URI": uri}, 120)
+
+
+class KilledProc(Proc):
+    """A process whose only clean stop is SIGKILL of its group (the Milvus server)."""
+
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGKILL) -> None:
+        super().stop(timeout=timeout, sig=signal.SIGKILL)
+
+
+def milvus_warm_up(uri: str) -> float:
+    """The first search after a Milvus server starts can take ~25 s: pay it here, once. Returns seconds."""
+    import uuid
+
+    from pymilvus import DataType, MilvusClient
+
+    from .store import milvus_client
+
+    t0 = time.monotonic()
+    c = milvus_client(uri, timeout=120)
+    name = f"warmup_{uuid.uuid4().hex[:8]}"
+    try:
+        schema = MilvusClient.create_schema(auto_id=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=16)
+        schema.add_field("v", DataType.FLOAT_VECTOR, dim=4)
+        index = c.prepare_index_params()
+        index.add_index(field_name="v", index_type="FLAT", metric_type="IP")
+        c.create_collection(name, schema=schema, index_params=index)
+        c.upsert(name, [{"id": "a", "v": [1.0, 0, 0, 0]}])
+        c.search(name, data=[[1.0, 0, 0, 0]], anns_field="v", limit=1, consistency_level="Strong")
+        c.delete(name, ids=["a"])
+        c.query(name, filter='id == "a"', output_fields=["id"], consistency_level="Strong")
+    finally:
+        try:
+            c.drop_collection(name)
+        finally:
+            c.close()
+    return time.monotonic() - t0
+
+
 def milvus_ready(uri: str) -> bool:
     from .store import milvus_client
 
@@ -348,7 +414,7 @@ class Stack:
 
     def up(self, *, workers: bool = True, ports: dict[str, int] | None = None, durable: bool = False,
            device: str = "cpu", segformer_size: int = 512, models_src: Path | None = None,
-           echo: Callable[[str], None] = print) -> dict[str, str]:
+           milvus: str = "lite", echo: Callable[[str], None] = print) -> dict[str, str]:
         if self.running():
             raise StackError(f"stack already running in {self.state} ({', '.join(self.running())}); "
                              "run 'lookstream stack down' first")
@@ -360,7 +426,8 @@ class Stack:
             *([s3] if s3 else []),
             durable_broker_service(self.state, port("broker"), s3) if s3 else broker_service(self.state, port("broker")),
             redis_service(self.state, port("redis")),
-            milvus_service(self.state, port("milvus")),
+            milvus_server_service(self.state, port("milvus")) if milvus == "server"
+            else milvus_service(self.state, port("milvus")),
             triton_service(self.state, port("triton_http"), port("triton_grpc"), port("triton_metrics"),
                            models_src=models_src or MODELS_SRC, device=device, segformer_size=segformer_size),
         ]
@@ -368,6 +435,8 @@ class Stack:
         try:
             for svc in services:
                 took = svc.start()
+                if svc.proc.name == "milvus" and milvus == "server":
+                    took += milvus_warm_up(svc.env["LOOKSTREAM_MILVUS_URI"])
                 env.update(svc.env)
                 echo(f"  {svc.name:<8} ready in {took:5.1f} s  {' '.join(svc.env.values())}")
             self._write_env(env)
@@ -398,7 +467,9 @@ class Stack:
         order = {name: i for i, name in enumerate(reversed(self.SERVICES))}
         for p in sorted(self.procs(), key=lambda p: order.get(p.name, -1)):
             if p.pid() is not None:
-                p.stop(timeout=20 if p.name.startswith("worker") else 10)
+                # the Milvus server only stops on SIGKILL (milvus_server_service); SIGKILL is harmless for Lite
+                p.stop(timeout=20 if p.name.startswith("worker") else 10,
+                       sig=signal.SIGKILL if p.name == "milvus" else signal.SIGTERM)
                 echo(f"  stopped {p.name}")
         self.env_file.unlink(missing_ok=True)
 
