@@ -11,7 +11,7 @@ expires after ``tombstone_retention_s``. It is what makes the fast paths safe:
 - searches run at Bounded consistency (no wait for the server's time tick, ~2 ms instead of ~200 ms on a
   Milvus server) and ``live_hits`` drops every hit the product's state does not vouch for, so a reply
   never contains a product whose delete was acknowledged (the tombstone is written before the delete);
-- writers know each product's previous garment ids, so a batch needs no Strong query per product;
+- writers know each product's previous garment ids, so a batch needs no Strong query at all;
 - an event older than the product's state is skipped (``stale``): a replay cannot roll a product back.
 
 Strings in filter expressions are JSON-quoted (Milvus accepts JSON string escapes); identifiers are
@@ -232,12 +232,16 @@ def server_version(client) -> str | None:
     """The server's version string ("v2.3.5-lite", "v2.5.16"), or None for Milvus Lite 2.5 (no GetVersion)."""
     import grpc
 
+    quiet = logging.getLogger("pymilvus.decorators")  # it logs Lite's UNIMPLEMENTED as an ERROR with a traceback
+    level, quiet.level = quiet.level, logging.CRITICAL
     try:
         return client.get_server_version()
     except grpc.RpcError as e:
         if e.code() == grpc.StatusCode.UNIMPLEMENTED:
             return None
         raise
+    finally:
+        quiet.level = level
 
 
 def parse_version(v: str) -> tuple[int, int, int] | None:
@@ -352,8 +356,13 @@ class GarmentIndex:
 
     @_milvus_call("query")
     def product_rows(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[dict]]:
-        """The rows of these products (id, version), read at Strong consistency: another worker may have
-        written them a moment ago. Only for products whose state Redis does not know (new, or Redis lost it)."""
+        """The rows of these products (id, version), for products whose state Redis does not know.
+
+        Bounded consistency is enough (no time-tick wait): a product without a state is new (no rows), or
+        Redis lost its state (its rows are old, so visible), or a worker crashed between writing its rows and
+        its state, and then the event is replayed here, with the same deterministic row ids. At worst a row
+        written within the staleness bound before a Redis data loss is missed: it stays as an orphan that
+        ``ProductState.vouches_for`` never shows (its version is older than the state's)."""
         by_tenant: dict[str, list[str]] = {}
         for tenant, pid in set(keys):
             by_tenant.setdefault(tenant, []).append(pid)
@@ -363,7 +372,7 @@ class GarmentIndex:
                            for t, pids in sorted(by_tenant.items()))
         out: dict[tuple[str, str], list[dict]] = {}
         for r in self.client.query(self.name, filter=expr, output_fields=["id", "tenant", "product_id", "version"],
-                                   limit=MAX_LIMIT, consistency_level="Strong"):
+                                   limit=MAX_LIMIT, consistency_level="Bounded"):
             out.setdefault((r["tenant"], r["product_id"]), []).append(r)
         return out
 
@@ -637,7 +646,7 @@ class Applied:
 class CatalogWriter:
     """Applies a batch of changes with a fixed number of round trips, whatever the batch size.
 
-    1 MGET of the products' states (+ 1 Strong Milvus query, only for products Redis does not know);
+    1 MGET of the products' states (+ 1 Bounded Milvus query, only for products Redis does not know);
     the changes folded in order per product (a stale event is skipped); then
     tombstones (Redis) -> all rows (1 upsert) -> rows no longer wanted (1 delete) -> live states (Redis).
     Tombstones go first, so a delete hides the product before its rows go; live states go last, so they

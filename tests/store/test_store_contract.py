@@ -118,9 +118,9 @@ def test_a_batch_folds_each_products_events_in_order(store):
     assert rows_of(store, "acme", "p2") == {}
 
 
-def test_known_products_are_written_without_a_strong_query(store, monkeypatch):
-    """Stale rows are found from the states in Redis: a Strong query (a time-tick wait on a server) happens
-    once per batch for products Redis does not know, never per product."""
+def test_known_products_are_written_without_querying_milvus(store, monkeypatch):
+    """Stale rows are found from the states in Redis: Milvus is queried (Bounded, no time-tick wait) once per
+    batch for the products Redis does not know, never per product, and not at all for known ones."""
     calls = []
     real = store.index.product_rows
     monkeypatch.setattr(store.index, "product_rows", lambda keys: calls.append(list(keys)) or real(keys))
