@@ -72,6 +72,7 @@ class IngestReport:
     indexed: int = 0
     no_garments: int = 0
     deleted: int = 0
+    stale: int = 0  # skipped: older than what the product already holds (a replayed old event)
     failed: dict[str, str] = field(default_factory=dict)  # product_id -> reason
     labels: Counter = field(default_factory=Counter)
     outcomes: dict[str, IndexedEvent | DeadLetter] = field(default_factory=dict)  # event_id -> outcome
@@ -80,7 +81,7 @@ class IngestReport:
 
     def summary(self) -> str:
         lines = [f"published {self.published}, indexed {self.indexed}, no garments {self.no_garments}, "
-                 f"deleted {self.deleted}, failed {len(self.failed)}, no outcome {len(self.missing)} "
+                 f"deleted {self.deleted}, stale {self.stale}, failed {len(self.failed)}, no outcome {len(self.missing)} "
                  f"in {self.seconds:.1f} s ({self.published / max(self.seconds, 1e-9):.2f} events/s)"]
         if self.labels:
             lines.append("garments per label: " + ", ".join(f"{k} {v}" for k, v in self.labels.most_common()))
@@ -159,6 +160,8 @@ def ingest(s: Settings, entries: list[CatalogEntry], tenant: str, *, wait: bool 
                     report.labels.update(out.labels)
                 elif out.status == "no_garments":
                     report.no_garments += 1
+                elif out.status == "stale":
+                    report.stale += 1
                 else:
                     report.deleted += 1
     finally:
