@@ -74,9 +74,10 @@ def p95(xs: list[float]) -> float:
 
 
 class Kind:
-    def __init__(self, kind: str, uri: str, redis_url: str):
+    def __init__(self, kind: str, uri: str, redis_url: str, index: str = "FLAT"):
         self.kind = kind
-        self.s = Settings(milvus_uri=uri, redis_url=redis_url, milvus_collection=f"bench_{uuid.uuid4().hex[:8]}")
+        self.s = Settings(milvus_uri=uri, redis_url=redis_url, milvus_collection=f"bench_{uuid.uuid4().hex[:8]}",
+                          milvus_index=index)
         self.index, self.cache = GarmentIndex(self.s), MetadataCache(self.s)
         self.cache.PREFIX = f"lookstream:bench{uuid.uuid4().hex[:6]}:"  # type: ignore[misc]
         self.writer = CatalogWriter(self.index, self.cache)
@@ -101,9 +102,16 @@ class Kind:
         fill_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.index.client.flush(self.s.milvus_collection)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # searches should meet a built index, as in steady state
+            info = self.index.client.describe_index(self.s.milvus_collection, "embedding")
+            if info.get("pending_index_rows", 0) == 0 and info.get("indexed_rows", 0) >= info.get("total_rows", 0):
+                break
+            time.sleep(1)
         flush_s = time.perf_counter() - t0
         count = self.index.count()
-        return {"rows": count, "fill_s": fill_s, "fill_rows_per_s": n_products * 3 / fill_s, "flush_s": flush_s}
+        return {"rows": count, "fill_s": fill_s, "fill_rows_per_s": n_products * 3 / fill_s, "flush_s": flush_s,
+                "index": self.s.milvus_index}
 
     # ------------------------------------------------------------------ searches
     def consistency(self, n: int = 20) -> dict:
@@ -233,7 +241,7 @@ class Kind:
             self.index.close()
 
 
-def run_kind(kind: str, state: Path, redis_url: str, rows: int) -> dict:
+def run_kind(kind: str, state: Path, redis_url: str, rows: int, index: str) -> dict:
     svc = (stack.milvus_service(state / kind, stack.free_port()) if kind == "lite"
            else stack.milvus_server_service(state / kind, stack.free_port()))
     t0 = time.monotonic()
@@ -241,7 +249,7 @@ def run_kind(kind: str, state: Path, redis_url: str, rows: int) -> dict:
     try:
         warm = stack.milvus_warm_up(svc.env["LOOKSTREAM_MILVUS_URI"]) if kind == "server" else 0.0
         start_s = time.monotonic() - t0
-        k = Kind(kind, svc.env["LOOKSTREAM_MILVUS_URI"], redis_url)
+        k = Kind(kind, svc.env["LOOKSTREAM_MILVUS_URI"], redis_url, index)
         try:
             out = {"start_s": start_s, "warm_up_s": warm, "version": k.index.client and (k.index.version or "Lite 2.5.1")}
             log(f"{kind}: up in {start_s:.1f} s; filling {rows} rows")
@@ -270,7 +278,8 @@ def render(res: dict, rows: int) -> tuple[str, list[str]]:
     c = lambda lvl: (lambda r: r["consistency"][lvl]["p50_ms"])  # noqa: E731
     table = [
         ["server", lite["version"], srv["version"], ""],
-        ["rows in the collection (flushed)", *both(lambda r: r["fill"]["rows"]), ""],
+        ["rows in the collection (flushed), index", *[f"{r['fill']['rows']}, {r['fill']['index']}" for r in (lite, srv)],
+         ""],
         ["bulk fill, 129-row inserts, rows/s", *both(lambda r: r["fill"]["fill_rows_per_s"], 0), ""],
         ["one filtered search p50 ms: Strong", *both(c("Strong")), ""],
         ["... Bounded (the workers' setting)", *both(c("Bounded")), ""],
@@ -303,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--kinds", default="lite,server")
+    ap.add_argument("--index", default="FLAT", choices=["FLAT", "IVF_FLAT"],
+                    help="vector index of the collection (IVF_FLAT: nlist 128, nprobe 16, the settings' defaults)")
     a = ap.parse_args(argv)
     machine = h.machine()
     meter = h.LoadMeter()
@@ -312,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         redis = stack.redis_service(state, stack.free_port())
         redis.start()
         try:
-            res = {kind: run_kind(kind, state, redis.env["LOOKSTREAM_REDIS_URL"], a.rows)
+            res = {kind: run_kind(kind, state, redis.env["LOOKSTREAM_REDIS_URL"], a.rows, a.index)
                    for kind in a.kinds.split(",")}
         finally:
             redis.proc.stop()
@@ -328,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         body = (
             "Both Milvus kinds through the workers' own store code (`workers/store.py`, "
             "`QueryStage._search_and_reply`), one after the other, with one redis-server. Vectors are random unit "
-            f"2048-d, {len(LABELS)} garment labels, one tenant, FLAT index, flushed before the searches. "
+            f"2048-d, {len(LABELS)} garment labels, one tenant, {a.index} index, flushed (and the index built) before "
+            "the searches. "
             "Sink rows/s is the embedding worker's write path alone (`CatalogWriter.apply`; Triton excluded). "
             "Delete race: 20 threads run looks for one product while it is deleted, 5 rounds; a quarter of them "
             "run the bare Bounded search instead, to show what Milvus alone would have returned. "
