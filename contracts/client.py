@@ -24,6 +24,9 @@ from . import codec, topics
 from .models import ImageRef, LookReply, LookRequest, ProductEvent, ProductMetadata, utc_now
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
+# The broker may hold an empty fetch this long; a reply arriving meanwhile waits for it (kafka-python's default
+# 500 ms cost ~125 ms per reply on Tansu).
+REPLY_FETCH_MAX_WAIT_MS = 20
 
 
 def _kafka_conf(bootstrap_servers: str | list[str], **extra) -> dict:
@@ -89,9 +92,9 @@ class TopicTail:
         if create_missing:
             for name in topic_names:
                 _ensure_topic(conf, name)
-        self.consumer = KafkaConsumer(**conf, group_id=None, enable_auto_commit=False,
-                                      auto_offset_reset="earliest", fetch_max_bytes=MAX_RECORD_BYTES * 4,
-                                      max_partition_fetch_bytes=MAX_RECORD_BYTES)
+        self.consumer = KafkaConsumer(**{"fetch_max_wait_ms": REPLY_FETCH_MAX_WAIT_MS, **conf}, group_id=None,
+                                      enable_auto_commit=False, auto_offset_reset="earliest",
+                                      fetch_max_bytes=MAX_RECORD_BYTES * 4, max_partition_fetch_bytes=MAX_RECORD_BYTES)
         tps = [TopicPartition(t, p) for t in topic_names for p in _wait_partitions(self.consumer, t)]
         self.consumer.assign(tps)
         self.consumer.seek_to_end(*tps)
