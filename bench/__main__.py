@@ -390,7 +390,7 @@ class Bench:
         rows, raw = [], []
         meter = self.meter()
         with LookClient(s.bootstrap_servers, tenant="bench", request_topic=s.topic_look_requests,
-                        fetch_max_wait_ms=s.fetch_max_wait_ms) as client:
+                        reply_fetch_max_wait_ms=s.fetch_max_wait_ms) as client:
             for k in range(2):  # warm-up
                 client.ask(images[k], top_k=3, timeout=120)
             for c in levels:
@@ -483,7 +483,7 @@ class Bench:
 
             s = ns.settings
             with LookClient(s.bootstrap_servers, tenant="bench", request_topic=s.topic_look_requests,
-                            fetch_max_wait_ms=s.fetch_max_wait_ms) as client:
+                            reply_fetch_max_wait_ms=s.fetch_max_wait_ms) as client:
                 for e in self.entries[:3]:
                     client.ask(e.image.read_bytes(), top_k=3, timeout=120)
         meter = self.meter()
@@ -631,10 +631,12 @@ class Bench:
 
 # --------------------------------------------------------------------------- issue 17: before / after
 # "before" = the pipeline as it was: torch in the python backend, kafka-python's 500 ms fetch wait, glibc's default
-# arenas (8 per core); "after" = the defaults now. One invocation runs both, one after the other, on fresh stacks.
+# arenas (8 per core), pandas imported by pymilvus at start; "after" = the defaults now. One invocation runs both, one after the other, on fresh stacks.
 FASTPATH_VARIANTS = {
-    "before": {"LOOKSTREAM_MODEL_RUNTIME": "torch", "LOOKSTREAM_FETCH_MAX_WAIT_MS": "500", "MALLOC_ARENA_MAX": "16"},
-    "after": {"LOOKSTREAM_MODEL_RUNTIME": "auto", "LOOKSTREAM_FETCH_MAX_WAIT_MS": "20", "MALLOC_ARENA_MAX": "2"},
+    "before": {"LOOKSTREAM_MODEL_RUNTIME": "torch", "LOOKSTREAM_FETCH_MAX_WAIT_MS": "500", "MALLOC_ARENA_MAX": "16",
+               "LOOKSTREAM_DEFER_PANDAS": "0"},
+    "after": {"LOOKSTREAM_MODEL_RUNTIME": "auto", "LOOKSTREAM_FETCH_MAX_WAIT_MS": "20", "MALLOC_ARENA_MAX": "2",
+              "LOOKSTREAM_DEFER_PANDAS": "1"},
 }
 
 

@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
     state_dir: Path = Path(".lookstream")
+    defer_pandas: bool = Field(True, description="query worker: import pandas (pymilvus's) only on first use (-35 MB)")
 
     @model_validator(mode="after")
     def _retry_budget_below_poll_interval(self) -> "Settings":
