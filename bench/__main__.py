@@ -717,6 +717,8 @@ def render_fastpath(runs: dict, args) -> dict:
     out = {"runs": {v: {"env": r["env"], "results": r["results"]} for v, r in runs.items()}, "rows": rows}
     ctx = {**ctx_a, "command": ".venv/bin/python -m bench " + " ".join(sys.argv[1:])}
     rep.write_json("fastpath", {"context": ctx, **out})
+    chart = [(f"{r[0][:48]}: after/before", float(r[3][:-1]), r[3]) for r in rows if r[3] != "-"]
+    rep.bar_chart("fastpath", "fastpath: after vs before (higher is better)", ctx, chart, "x (after vs before)")
     rep.update_results("fastpath", "fastpath: CPU before / after (issue 17)", ctx, body)
     print(f"wrote bench/out/fastpath.json, bench/RESULTS.md")
     return out
