@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(16, ge=1, le=1024, description="max records polled and processed as one batch")
     poll_timeout_ms: int = 200
     # How long the broker may hold a fetch that has no data. kafka-python's default (500) added ~125 ms p50 per
-    # hop on Tansu (a record arriving meanwhile waits for the timeout); 20 ms: ~8 ms p50 (bench/RESULTS.md).
+    # hop on Tansu (a record arriving meanwhile waits for the timeout); 20 ms: ~8 ms p50. A look's queueing +
+    # delivery went from 259 to 25 ms (bench/RESULTS.md, fastpath).
     fetch_max_wait_ms: int = Field(20, ge=1, le=500)
     item_attempts: int = Field(3, ge=1, description="tries for an item whose error may be transient, then DLQ")
     batch_retry_budget_s: float = Field(
