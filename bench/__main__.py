@@ -7,6 +7,8 @@ tritonserver and worker processes in a temporary state folder on free loopback p
     .venv/bin/python -m bench scaling  [--quick]            ingest time vs catalog size, search vs vectors, 1 vs 2 workers
     .venv/bin/python -m bench footprint                     RSS/PSS of workers and Triton stubs, libtorch check
     .venv/bin/python -m bench all      [--quick]            all of the above on one stack
+    .venv/bin/python -m bench fastpath [--n 100]            issue 17 before/after: torch + 500 ms fetch waits vs the
+                                                            CPU fast path (ONNX runtimes, 20 ms fetch waits, arenas)
 
 Weights: declared random tiny SegFormer + random ResNet50 by default (cached in bench/out/weights/); ``--full`` uses a
 random SegFormer-b2; ``--use-repo-weights`` serves the weights in triton_models/ (pulled ones if ``lookstream models
@@ -105,12 +107,13 @@ class Bench:
         self.ingest_result: dict | None = None
         self.entries = None
         self.results: dict[str, dict] = {}
+        self.record = True  # False: results stay in self.results (fastpath writes its own section)
 
     # -- plumbing
     def start(self) -> None:
         log(f"starting the embedded stack ({self.weights.detail})")
         self.stack = h.BenchStack(self.weights, segformer_size=self.a.size, batch_size=self.a.batch_size,
-                                  keep=self.a.keep_state, echo=log).start()
+                                  keep=self.a.keep_state, echo=log, device=self.a.device).start()
 
     def stop(self) -> None:
         if self.stack is not None:
@@ -118,7 +121,11 @@ class Bench:
 
     def ctx(self, load: dict) -> dict:
         w = self.weights
-        variant = f"{w.segformer}@{self.a.size} + resnet50@256, 1 CPU instance x 1 torch thread each"
+        from workers.settings import Settings
+
+        st = Settings()
+        variant = (f"{w.segformer}@{self.a.size} + resnet50@256, {st.model_instances} {self.a.device.upper()} instance x "
+                   f"{st.model_threads} thread each, runtime {st.model_runtime}")
         from datetime import datetime, timezone
 
         machine = {**self.machine, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -149,6 +156,8 @@ class Bench:
                goal=None, goal_label="") -> None:
         payload = {"context": ctx, **payload}
         self.results[name] = payload
+        if not self.record:
+            return
         jp = rep.write_json(name, payload)
         png = rep.bar_chart(name, title, ctx, chart_rows, unit, goal, goal_label)
         rep.update_results(name, title, ctx, body_md)
@@ -380,7 +389,8 @@ class Bench:
         levels = [int(c) for c in self.a.clients.split(",")]
         rows, raw = [], []
         meter = self.meter()
-        with LookClient(s.bootstrap_servers, tenant="bench", request_topic=s.topic_look_requests) as client:
+        with LookClient(s.bootstrap_servers, tenant="bench", request_topic=s.topic_look_requests,
+                        reply_fetch_max_wait_ms=s.fetch_max_wait_ms) as client:
             for k in range(2):  # warm-up
                 client.ask(images[k], top_k=3, timeout=120)
             for c in levels:
@@ -472,7 +482,8 @@ class Bench:
             from contracts.client import LookClient
 
             s = ns.settings
-            with LookClient(s.bootstrap_servers, tenant="bench", request_topic=s.topic_look_requests) as client:
+            with LookClient(s.bootstrap_servers, tenant="bench", request_topic=s.topic_look_requests,
+                            reply_fetch_max_wait_ms=s.fetch_max_wait_ms) as client:
                 for e in self.entries[:3]:
                     client.ask(e.image.read_bytes(), top_k=3, timeout=120)
         meter = self.meter()
@@ -618,6 +629,101 @@ class Bench:
         return out
 
 
+# --------------------------------------------------------------------------- issue 17: before / after
+# "before" = the pipeline as it was: torch in the python backend, kafka-python's 500 ms fetch wait, glibc's default
+# arenas (8 per core), pandas imported by pymilvus at start; "after" = the defaults now. One invocation runs both, one after the other, on fresh stacks.
+FASTPATH_VARIANTS = {
+    "before": {"LOOKSTREAM_MODEL_RUNTIME": "torch", "LOOKSTREAM_FETCH_MAX_WAIT_MS": "500", "MALLOC_ARENA_MAX": "16",
+               "LOOKSTREAM_DEFER_PANDAS": "0"},
+    "after": {"LOOKSTREAM_MODEL_RUNTIME": "auto", "LOOKSTREAM_FETCH_MAX_WAIT_MS": "20", "MALLOC_ARENA_MAX": "2",
+              "LOOKSTREAM_DEFER_PANDAS": "1"},
+}
+
+
+def run_fastpath(args) -> dict:
+    import os
+
+    runs: dict[str, dict] = {}
+    for variant, env in FASTPATH_VARIANTS.items():
+        log(f"== fastpath: {variant} ({', '.join(f'{k}={v}' for k, v in env.items())})")
+        os.environ.update(env)
+        b = Bench(args)
+        b.record = False
+        b.start()
+        try:
+            b.do_ingest()
+            b.do_query()
+            b.do_footprint()
+        finally:
+            b.stop()
+        runs[variant] = {"env": env, "results": b.results, "ctx": b.ctx(b.results["query"]["context"]["load"])}
+    return render_fastpath(runs, args)
+
+
+def render_fastpath(runs: dict, args) -> dict:
+    def ingest(v):
+        return runs[v]["results"]["ingest"]
+
+    def level(v, c):
+        return next((r for r in runs[v]["results"]["query"]["levels"] if r["clients"] == c), None)
+
+    def rss(v, proc):
+        return next((r["rss_mb"] for r in runs[v]["results"]["footprint"]["processes"] if r["process"] == proc), None)
+
+    def queue_delivery(r):
+        if r is None:
+            return None
+        st = r["stages_ms"]
+        work = sum(st.get(k, 0.0) for k in ("fetch", "decode", "segment", "crop", "embed", "search", "enrich"))
+        return st.get("total", 0.0) - work + (r["outside_ms"] or 0.0)
+
+    rows = []
+
+    def row(what, b, a, goal="", higher=True):
+        ratio = (a / b if higher else b / a) if (a and b) else None
+        rows.append([what, b, a, f"{ratio:.2f}x" if ratio else "-", goal])
+
+    for m, unit in (("resnet50", "crops/s"), ("segformer", "images/s")):
+        key = "crops_per_s" if m == "resnet50" else "images_per_s"
+        row(f"{m} alone through Triton, {unit} (batch as the workers sent)", ingest("before")["models"][m][key],
+            ingest("after")["models"][m][key], ">= 2x (embedder)" if m == "resnet50" else "")
+    row("ingest end to end, images/s", ingest("before")["ingest"]["images_per_s"],
+        ingest("after")["ingest"]["images_per_s"])
+    row("ingest / bottleneck model alone", ingest("before")["ratio"], ingest("after")["ratio"], ">= 0.8")
+    for c in sorted({r["clients"] for r in runs["after"]["results"]["query"]["levels"]}):
+        lb, la = level("before", c), level("after", c)
+        row(f"look p50 ms, {c} client(s)", lb and lb["p50_ms"], la and la["p50_ms"],
+            "<= 250" if c == 1 else "", higher=False)
+        row(f"look req/s, {c} client(s)", lb and lb["requests_per_s"], la and la["requests_per_s"],
+            ">= 4" if c == 8 else "")
+        row(f"queueing + delivery ms, {c} client(s)", queue_delivery(lb), queue_delivery(la),
+            "<= 20" if c == 1 else "", higher=False)
+    for proc in ("worker query", "worker segmentation", "worker embedding"):
+        row(f"RSS MiB, {proc}", rss("before", proc), rss("after", proc), "<= 200" if proc == "worker query" else "",
+            higher=False)
+    head = ["", "before", "after", "after vs before", "goal"]
+    print("\n== fastpath: before / after (one invocation, same machine, one after the other) ==")
+    print(rep.text_table(head, rows))
+    ctx_b, ctx_a = runs["before"]["ctx"], runs["after"]["ctx"]
+    body = ("Issue 17. One invocation ran both variants one after the other on fresh embedded stacks with the same "
+            "weights and catalog. before = " + ", ".join(f"`{k}={v}`" for k, v in FASTPATH_VARIANTS["before"].items())
+            + " (torch in the python backend, kafka-python's default fetch wait, glibc's default arenas); after = "
+            + ", ".join(f"`{k}={v}`" for k, v in FASTPATH_VARIANTS["after"].items()) + " (the defaults now: "
+            "segmenter on onnxruntime f32, embedder on OpenVINO, see workers/model_repo.py PREFERRED_RUNTIME). "
+            "The machine is shared: the load of each half is below; read ratios, not absolute figures. queueing + "
+            "delivery = the reply's total minus its stages, plus the round trip minus the reply's total.\n\n"
+            + rep.md_table(head, rows)
+            + f"\n\nbefore: {rep.context_line(ctx_b)}\n\nafter: {rep.context_line(ctx_a)}")
+    out = {"runs": {v: {"env": r["env"], "results": r["results"]} for v, r in runs.items()}, "rows": rows}
+    ctx = {**ctx_a, "command": ".venv/bin/python -m bench " + " ".join(sys.argv[1:])}
+    rep.write_json("fastpath", {"context": ctx, **out})
+    chart = [(f"{r[0][:48]}: after/before", float(r[3][:-1]), r[3]) for r in rows if r[3] != "-"]
+    rep.bar_chart("fastpath", "fastpath: after vs before (higher is better)", ctx, chart, "x (after vs before)")
+    rep.update_results("fastpath", "fastpath: CPU before / after (issue 17)", ctx, body)
+    print(f"wrote bench/out/fastpath.json, bench/RESULTS.md")
+    return out
+
+
 # --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
@@ -631,6 +737,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the weights in triton_models/ (pulled ones if present)")
     g.add_argument("--fresh-weights", action="store_true", help="rewrite the cached random weights")
     g.add_argument("--size", type=int, default=512, help="SegFormer input size S (default 512)")
+    g.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                   help="Triton instance kind (gpu: the python backend's torch fp16 on CUDA; bench/device.sh)")
     g.add_argument("--batch-size", type=int, default=None, help="LOOKSTREAM_BATCH_SIZE for the workers (default: settings)")
     g.add_argument("--warm", type=int, default=8, help="warm-up images before a measurement (default 8)")
     g.add_argument("--keep-state", action="store_true", help="keep the temporary state folder (logs)")
@@ -654,7 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("query", "LookRequest latency and throughput at several client counts"),
                        ("scaling", "catalog size, vector count, 1 vs 2 segmentation workers"),
                        ("footprint", "memory of workers and Triton stubs"),
-                       ("all", "ingest, baseline, query, footprint, scaling on one stack")):
+                       ("all", "ingest, baseline, query, footprint, scaling on one stack"),
+                       ("fastpath", "issue 17: before / after the CPU fast path, one run")):
         sp = sub.add_parser(name, parents=[common], help=text, description=text)
         if name == "all":
             sp.add_argument("--skip", default="", help="comma list of benchmarks to leave out")
@@ -663,6 +772,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "fastpath":
+        t0 = time.monotonic()
+        run_fastpath(args)
+        log(f"done in {time.monotonic() - t0:.0f} s")
+        return 0
     b = Bench(args)
     plan = {"ingest": ["ingest"], "baseline": ["baseline"], "query": ["query"], "scaling": ["scaling"],
             "footprint": ["footprint"],

@@ -44,7 +44,7 @@ class Weights:
 def _sync_code(dst: Path) -> None:
     """Copy config.pbtxt / model.py etc. from triton_models/ into a cached source, keeping its weights."""
     for model_dir in (ROOT / "triton_models").iterdir():
-        if not (model_dir / "config.pbtxt").exists():
+        if not (model_dir / "config.pbtxt").exists() and model_dir.name != "_lib":  # _lib: the ONNX runners
             continue
         for p in model_dir.rglob("*"):
             rel = p.relative_to(ROOT / "triton_models")
@@ -89,6 +89,9 @@ def prepare_weights(full: bool = False, use_repo_weights: bool = False, fresh: b
         echo(f"  weights ready in {time.monotonic() - t0:.0f} s")
     else:
         _sync_code(src)
+    if not model_repo.has_onnx(src):  # weights cached before the ONNX export existed
+        echo(f"exporting ONNX graphs into {src.relative_to(ROOT)} ...")
+        model_repo.export_onnx(src, env)
     detail = ("declared RANDOM weights: tiny SegFormer (colour probe) + random ResNet50" if not full
               else "declared RANDOM weights: SegFormer-b2 + ResNet50")
     return Weights(src, key, "random", detail)
@@ -138,8 +141,9 @@ class BenchStack:
     """broker + redis + Milvus + tritonserver in a temporary state folder (removed at stop unless ``keep``)."""
 
     def __init__(self, weights: Weights, *, segformer_size: int = 512, batch_size: int | None = None,
-                 keep: bool = False, echo=print):
+                 keep: bool = False, echo=print, device: str = "cpu"):
         self.weights = weights
+        self.device = device
         self.segformer_size = segformer_size
         self.batch_size = batch_size
         self.keep = keep
@@ -156,7 +160,7 @@ class BenchStack:
             "redis": stack.redis_service(self.state, port()),
             "milvus": stack.milvus_service(self.state, port()),
             "triton": stack.triton_service(self.state, port(), port(), port(), models_src=self.weights.src,
-                                           segformer_size=self.segformer_size),
+                                           segformer_size=self.segformer_size, device=self.device),
         }
         env = {"LOOKSTREAM_STATE_DIR": str(self.state), "LOOKSTREAM_LOG_LEVEL": "INFO"}
         if self.batch_size:

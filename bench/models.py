@@ -3,6 +3,7 @@ in-process (the model env's python, modeltools/reference.py, 1 torch thread like
 
     .venv/bin/python bench/models.py --tiny --n 32            # tiny random SegFormer + random ResNet50
     .venv/bin/python bench/models.py --full --n 16            # b2 SegFormer: pulled weights if any, else random b2
+    .venv/bin/python bench/models.py --tiny --runtimes torch,auto   # torch vs the ONNX fast path, same run
 
 Triton at concurrency c: c client threads each sending single-image requests until n (at least c) are answered;
 latency = per request. In-process at batch min(c, max_batch_size): consecutive forward passes; latency = per
@@ -69,8 +70,9 @@ def inprocess(env: Path, src: Path, model: str, size: int, batches: list[int], n
     return {row["batch"]: row for row in json.loads(proc.stdout.strip().splitlines()[-1])}
 
 
-def start_server(env: Path, src: Path, out: Path, size: int):
-    repo = model_repo.render_repository(src, out / "repo", env_path=env, device="cpu", segformer_size=size)
+def start_server(env: Path, src: Path, out: Path, size: int, device: str = "cpu", runtime: str = "auto"):
+    repo = model_repo.render_repository(src, out / "repo", env_path=env, device=device, segformer_size=size,
+                                        runtime=runtime)
     be = model_repo.backend_dir(env, out / "backends")
     http, grpc, metrics = free_port(), free_port(), free_port()
     argv, penv = model_repo.tritonserver_command(env, repo, be, http, grpc, metrics)
@@ -165,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--models", default="segformer,resnet50")
     ap.add_argument("--size", type=int, default=512, help="SegFormer S")
+    ap.add_argument("--runtimes", default="auto",
+                    help="python-backend runtimes to serve one after the other (e.g. torch,auto: the same-run ratio)")
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="Triton instance kind")
+    ap.add_argument("--no-inprocess", action="store_true", help="skip the in-process torch reference (e.g. on a GPU)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = ap.parse_args(argv)
     env = model_repo.default_env_path()
@@ -172,49 +178,62 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     levels = [int(c) for c in args.concurrency.split(",")]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
 
     t0 = time.monotonic()
     src, seg_weights = prepare_weights(args.out, env, args.full)
     print(f"weights ready in {time.monotonic() - t0:.1f} s (segformer: {seg_weights})", file=sys.stderr)
 
     ref: dict[str, dict[int, dict]] = {}
-    for m in models:
-        batches = sorted({min(c, MAX_BATCH[m]) for c in levels})
-        ref[m] = inprocess(env, src, m, args.size, batches, args.n)
-        print(f"in-process {m} done", file=sys.stderr)
-
-    proc, url, log = start_server(env, src, args.out, args.size)
-    rows = []
-    try:
+    if not args.no_inprocess:
         for m in models:
-            warmup(url, m, args.size)
-            for c in levels:
-                r = triton_level(url, m, args.size, c, args.n)
-                ip = ref[m][min(c, MAX_BATCH[m])]
-                rows.append({"model": m, **r, "inproc_batch": ip["batch"], "inproc_images_per_s": ip["images_per_s"],
-                             "inproc_p50_ms": ip["p50_ms"], "inproc_p99_ms": ip["p99_ms"],
-                             "ratio": r["images_per_s"] / ip["images_per_s"]})
-                print(f"triton {m} c={c} done", file=sys.stderr)
-    finally:
-        proc.terminate()
+            batches = sorted({min(c, MAX_BATCH[m]) for c in levels})
+            ref[m] = inprocess(env, src, m, args.size, batches, args.n)
+            print(f"in-process {m} done", file=sys.stderr)
+
+    rows = []
+    for runtime in runtimes:
+        proc, url, log = start_server(env, src, args.out, args.size, args.device, runtime)
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            for m in models:
+                warmup(url, m, args.size)
+                for c in levels:
+                    r = triton_level(url, m, args.size, c, args.n)
+                    ip = ref.get(m, {}).get(min(c, MAX_BATCH[m]), {})
+                    rows.append({"model": m, "runtime": runtime, **r, "inproc_batch": ip.get("batch"),
+                                 "inproc_images_per_s": ip.get("images_per_s"), "inproc_p50_ms": ip.get("p50_ms"),
+                                 "inproc_p99_ms": ip.get("p99_ms"),
+                                 "ratio": r["images_per_s"] / ip["images_per_s"] if ip else None})
+                    print(f"triton {runtime} {m} c={c} done", file=sys.stderr)
+            served = sorted({ln.split("runtime ", 1)[1].split(":")[0] for ln in
+                             (args.out / "tritonserver.log").read_text(errors="replace").splitlines()
+                             if ": runtime " in ln})
+            print(f"runtime {runtime}: served with {', '.join(served) or '?'}", file=sys.stderr)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
 
     variant = "full" if args.full else "tiny"
     label = {"segformer": f"segformer-{'b2' if args.full else 'tiny'}@{args.size}", "resnet50": "resnet50@256"}
-    print(f"\n{variant}: segformer weights {seg_weights}; 1 torch thread per instance, 1 instance per model")
-    head = (f"{'model':<22}{'conc':>5}{'n':>5}{'avg batch':>10}{'triton img/s':>13}{'p50 ms':>9}{'p99 ms':>9}"
-            f"{'| inproc b':>11}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>7}")
+    print(f"\n{variant}: segformer weights {seg_weights}; 1 thread per instance, 1 {args.device.upper()} instance per "
+          "model; runtime auto = workers/model_repo.py PREFERRED_RUNTIME when model.onnx exists")
+    fmt = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
+    head = (f"{'model':<22}{'runtime':>12}{'conc':>5}{'n':>5}{'avg batch':>10}{'triton img/s':>13}{'p50 ms':>9}"
+            f"{'p99 ms':>9}{'| inproc b':>11}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>7}{'vs 1st':>7}")
     print(head)
     print("-" * len(head))
+    first = {(r["model"], r["concurrency"]): r["images_per_s"] for r in rows if r["runtime"] == runtimes[0]}
     for r in rows:
-        print(f"{label[r['model']]:<22}{r['concurrency']:>5}{r['images']:>5}{r['avg_batch']:>10.1f}"
+        r["vs_first_runtime"] = r["images_per_s"] / first[(r["model"], r["concurrency"])]
+        print(f"{label[r['model']]:<22}{r['runtime']:>12}{r['concurrency']:>5}{r['images']:>5}{r['avg_batch']:>10.1f}"
               f"{r['images_per_s']:>13.2f}{r['p50_ms']:>9.0f}{r['p99_ms']:>9.0f}"
-              f"{'| ' + str(r['inproc_batch']):>11}{r['inproc_images_per_s']:>8.2f}{r['inproc_p50_ms']:>9.0f}"
-              f"{r['inproc_p99_ms']:>9.0f}{r['ratio']:>7.2f}" + (f"  ({r['errors']} errors)" if r["errors"] else ""))
+              f"{'| ' + str(r['inproc_batch'] or '-'):>11}{fmt(r['inproc_images_per_s'], '.2f'):>8}"
+              f"{fmt(r['inproc_p50_ms'], '.0f'):>9}{fmt(r['inproc_p99_ms'], '.0f'):>9}{fmt(r['ratio'], '.2f'):>7}"
+              f"{r['vs_first_runtime']:>7.2f}" + (f"  ({r['errors']} errors)" if r["errors"] else ""))
     (args.out / f"models-{variant}.json").write_text(json.dumps(rows, indent=2))
     return 0
 

@@ -24,6 +24,9 @@ from . import codec, topics
 from .models import ImageRef, LookReply, LookRequest, ProductEvent, ProductMetadata, utc_now
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
+# The broker may hold an empty fetch this long; a reply arriving meanwhile waits for it (kafka-python's default
+# 500 ms cost ~125 ms per reply on Tansu).
+REPLY_FETCH_MAX_WAIT_MS = 20
 
 
 def _kafka_conf(bootstrap_servers: str | list[str], **extra) -> dict:
@@ -83,14 +86,15 @@ class TopicTail:
     'end' slightly early, inside the last batch; callers filter by id, so old records are harmless.)
     """
 
-    def __init__(self, conf: dict, topic_names: list[str], on_record, create_missing: bool = True):
+    def __init__(self, conf: dict, topic_names: list[str], on_record, create_missing: bool = True,
+                 fetch_max_wait_ms: int = REPLY_FETCH_MAX_WAIT_MS):
         from kafka import KafkaConsumer, TopicPartition
 
         if create_missing:
             for name in topic_names:
                 _ensure_topic(conf, name)
-        self.consumer = KafkaConsumer(**conf, group_id=None, enable_auto_commit=False,
-                                      auto_offset_reset="earliest", fetch_max_bytes=MAX_RECORD_BYTES * 4,
+        self.consumer = KafkaConsumer(**conf, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+                                      fetch_max_wait_ms=fetch_max_wait_ms, fetch_max_bytes=MAX_RECORD_BYTES * 4,
                                       max_partition_fetch_bytes=MAX_RECORD_BYTES)
         tps = [TopicPartition(t, p) for t in topic_names for p in _wait_partitions(self.consumer, t)]
         self.consumer.assign(tps)
@@ -116,7 +120,8 @@ class TopicTail:
 
 class LookClient:
     def __init__(self, bootstrap_servers: str | list[str], tenant: str, *, reply_to: str | None = None,
-                 request_topic: str = topics.LOOK_REQUESTS, **kafka: Any):
+                 request_topic: str = topics.LOOK_REQUESTS, reply_fetch_max_wait_ms: int = REPLY_FETCH_MAX_WAIT_MS,
+                 **kafka: Any):
         from kafka import KafkaProducer
 
         self.tenant = tenant
@@ -126,7 +131,7 @@ class LookClient:
         self.producer = KafkaProducer(**conf, acks="all", linger_ms=0, max_request_size=MAX_RECORD_BYTES)
         self._waiting: dict[str, Future] = {}
         self._lock = threading.Lock()
-        self.tail = TopicTail(conf, [self.reply_to], self._on_reply)
+        self.tail = TopicTail(conf, [self.reply_to], self._on_reply, fetch_max_wait_ms=reply_fetch_max_wait_ms)
 
     def _on_reply(self, r) -> None:
         rid = (r.key or b"").decode(errors="replace")

@@ -387,12 +387,14 @@ def main(argv: list[str] | None = None) -> int:
     p_init.add_argument("--tiny", action="store_true", help="0.5M-parameter SegFormer + colour-probe classifier")
     p_init.add_argument("--seed", type=int, default=0)
     p_init.add_argument("--models", default="segformer,resnet50")
+    p_init.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (modeltools/onnx_export.py)")
     p_pull = sub.add_parser("pull", help="install real weights (HF id / local dir / torchvision / .pth)")
     p_pull.add_argument("--repo", type=Path, required=True)
     p_pull.add_argument("--segformer", default="mattmdjaga/segformer_b2_clothes",
                         help="Hugging Face id or local save_pretrained directory; 'skip' to leave it")
     p_pull.add_argument("--resnet", default="torchvision", help="'torchvision', a .pth state_dict, or 'skip'")
     p_pull.add_argument("--force", action="store_true", help="accept a SegFormer with another label map")
+    p_pull.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (modeltools/onnx_export.py)")
     p_show = sub.add_parser("show", help="print the provenance of the installed weights")
     p_show.add_argument("--repo", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -416,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
             result["resnet50"] = pull_resnet(args.repo, args.resnet)
     else:
         result = show(args.repo)
+    if args.cmd in ("init", "pull") and not args.no_onnx:
+        # Every served model gets its ONNX graph (the CPU fast path, the GPU path) checked against torch.
+        import onnx_export
+
+        for name in [n for n in result if n in onnx_export.SERVED]:
+            result[name]["onnx"] = onnx_export.export_served(args.repo, name)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 

@@ -24,6 +24,10 @@ def build_stage(kind: str, s: Settings):
         from .segmentation import SegmentationStage
 
         return SegmentationStage(s, triton)
+    if kind == "query" and s.defer_pandas:
+        from .lazy_imports import defer_pandas
+
+        defer_pandas()  # it only searches: pymilvus's pandas (~35 MB of RSS) stays out until something calls it
     from .store import GarmentIndex, MetadataCache
 
     if kind == "embedding":

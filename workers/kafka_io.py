@@ -40,6 +40,7 @@ def make_consumer(s: Settings, group_id: str | None, topics: list[str], **overri
         # Tansu's ListOffsets 'latest' is wrong (ENVIRONMENT.md): always start from 'earliest'.
         auto_offset_reset="earliest",
         max_poll_records=s.batch_size,
+        fetch_max_wait_ms=s.fetch_max_wait_ms,
         session_timeout_ms=s.session_timeout_ms,
         heartbeat_interval_ms=s.heartbeat_interval_ms,
         max_poll_interval_ms=s.max_poll_interval_ms,

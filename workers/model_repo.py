@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Literal
 
+from . import triton_config as tc
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_SRC = ROOT / "triton_models"
 WEIGHTS_TOOL = ROOT / "modeltools" / "weights.py"
+ONNX_TOOL = ROOT / "modeltools" / "onnx_export.py"
 SETUP_HINT = "bash scripts/setup.sh"
 RENDER_MARKER = ".lookstream-rendered"
 PROVENANCE = "lookstream.json"
@@ -75,86 +77,109 @@ def model_names(src: Path) -> list[str]:
     return sorted(p.parent.name for p in Path(src).glob("*/config.pbtxt"))
 
 
-def _find_block(text: str, start: int) -> int:
-    """Index just past the bracket group ('{...}' or '[...]') opening at or after ``start``."""
-    i = start
-    while text[i] not in "{[":
-        i += 1
-    depth = 0
-    while i < len(text):
-        c = text[i]
-        if c in "{[":
-            depth += 1
-        elif c in "}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        elif c == '"':
-            i = text.index('"', i + 1)
-        i += 1
-    raise ValueError("unbalanced brackets in config.pbtxt")
+# Measured on this project's 2-core CPU (AVX512-BF16 + AMX), 1 thread per instance, ms per image (bench/RESULTS.md
+# "CPU fast path"): ResNet50@256 torch 101, onnxruntime 77, OpenVINO 14 (bf16; cosine to fp32 >= 0.99999);
+# tiny SegFormer@512 torch 227, onnxruntime 145, OpenVINO f32 181 (bf16 97 but only 99.5% of label pixels equal,
+# below the 99.9% parity bar). So: embedders prefer OpenVINO (any precision), segmenters onnxruntime in f32.
+PREFERRED_RUNTIME = {"segformer": "onnxruntime", "resnet50": "openvino"}
+PRECISION = {"segformer": "f32"}  # label maps need f32; embedders take OpenVINO's default (bf16 where AMX exists)
+EMBEDDERS = {"resnet50"}  # models with an INT8 variant (model.int8.onnx)
+ONNX_FILE = "model.onnx"
+Backend = Literal["python", "onnxruntime"]
+Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
+# The GPU path (native onnxruntime backend + TensorRT FP16): dynamic batching per model. Starting points until
+# bench/device.sh measures them on the target GPU: batches the workers send (16 records -> ~2.3 crops each).
+GPU_BATCHING = {
+    "segformer": {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 1000},
+    "resnet50": {"preferred_batch_size": [16, 32], "max_queue_delay_microseconds": 1000},
+}
+TRT_WORKSPACE_BYTES = 2 << 30
+TRT_CACHE_DIR = "/tmp/trt_cache"  # engines built at first load are kept here (an emptyDir / tmpfs in k8s)
 
 
-def _remove_top_level(text: str, field: str, only_key: set[str] | None = None) -> str:
-    """Drop ``field { ... }`` / ``field: [ ... ]`` entries (for ``parameters``, only those with a key in only_key)."""
-    out, pos = [], 0
-    for m in re.finditer(rf"(?m)^{field}\s*:?\s*(?=[{{\[])", text):
-        if m.start() < pos:
-            continue
-        end = _find_block(text, m.end())
-        body = text[m.start(): end]
-        key = re.search(r'key\s*:\s*"([^"]*)"', body)
-        if only_key is not None and (key is None or key.group(1) not in only_key):
-            continue
-        out.append(text[pos: m.start()])
-        pos = end
-        while pos < len(text) and text[pos] == "\n":
-            pos += 1
-    out.append(text[pos:])
-    return "".join(out)
+def _square_dims(cfg: dict, size: int) -> None:
+    """The SegFormer's IMAGE [S, S, 3] and LABELS [S, S]."""
+    tensors = [*tc.as_list(cfg.get("input")), *tc.as_list(cfg.get("output"))]
+    square = [t for t in tensors if len(t.get("dims", [])) in (2, 3) and t["dims"][0] == t["dims"][1]]
+    if len(square) != 2:
+        raise ValueError(f"segformer config.pbtxt: expected 2 square tensors (IMAGE, LABELS), found {len(square)}")
+    for t in square:
+        t["dims"] = [size, size, *t["dims"][2:]]
 
 
-def _param(key: str, value: str) -> str:
-    return f'parameters: {{ key: "{key}" value: {{ string_value: {json.dumps(value)} }} }}\n'
-
-
-def render_config(
+def model_config(
     text: str, *, model: str, env_path: Path | None, device: Device = "cpu", segformer_size: int = 512,
-    instances: int = 1, torch_threads: int = 1,
-) -> str:
-    """A runtime config.pbtxt from the committed one (pure function: see render_repository)."""
+    instances: int = 1, torch_threads: int = 1, backend: Backend = "python", runtime: Runtime = "auto",
+    int8: bool = False,
+) -> dict:
+    """The runtime config of one model as a structure (workers/triton_config.py), from the committed text.
+
+    ``backend="python"``: model.py (torch, or onnxruntime/OpenVINO on the ONNX file: RUNTIME). ``"onnxruntime"``:
+    Triton's native onnxruntime backend on ``1/model.onnx``; on a GPU with the TensorRT execution provider in FP16
+    and GPU_BATCHING (no Python in the request path at all).
+    """
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
+    if backend not in ("python", "onnxruntime"):
+        raise ValueError(f"backend must be 'python' or 'onnxruntime', not {backend!r}")
+    if runtime not in ("auto", "torch", "onnxruntime", "openvino"):
+        raise ValueError(f"runtime must be auto, torch, onnxruntime or openvino, not {runtime!r}")
     if instances < 1 or torch_threads < 1:
         raise ValueError("instances and torch_threads must be >= 1")
+    cfg = tc.parse(text)
     if model == "segformer":
         if segformer_size < 32:
             raise ValueError(f"segformer_size must be >= 32, not {segformer_size}")
-        n = 0
+        _square_dims(cfg, segformer_size)
+    cfg["instance_group"] = [{"count": instances, "kind": tc.Enum("KIND_GPU" if device == "gpu" else "KIND_CPU")}]
+    if backend == "python":
+        tc.set_parameters(cfg, {
+            "EXECUTION_ENV_PATH": str(Path(env_path).absolute()) if env_path is not None else None,
+            "TORCH_THREADS": str(torch_threads),
+            "RUNTIME": runtime,
+            "PREFERRED_RUNTIME": PREFERRED_RUNTIME.get(model, "onnxruntime"),
+            "PRECISION": PRECISION.get(model, "auto"),
+            "ONNX_INT8": "1" if int8 and model in EMBEDDERS else None,
+        })
+        return cfg
+    cfg["backend"] = "onnxruntime"
+    cfg["default_model_filename"] = ONNX_FILE
+    tc.set_parameters(cfg, {k: None for k in tc.parameters(cfg)})  # python-backend parameters mean nothing here
+    if device == "gpu":
+        cfg["dynamic_batching"] = {**cfg.get("dynamic_batching", {}), **GPU_BATCHING.get(model, {})}
+        trt = {"precision_mode": "FP16", "max_workspace_size_bytes": str(TRT_WORKSPACE_BYTES),
+               "trt_engine_cache_enable": "1", "trt_engine_cache_path": f"{TRT_CACHE_DIR}/{model}"}
+        cfg["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [
+            {"name": "tensorrt", "parameters": [{"key": k, "value": v} for k, v in trt.items()]}]}}
+    else:
+        cfg["parameters"] = [{"key": "intra_op_thread_count", "value": {"string_value": str(torch_threads)}},
+                             {"key": "inter_op_thread_count", "value": {"string_value": "1"}}]
+    return cfg
 
-        def sub(m: re.Match) -> str:
-            nonlocal n
-            n += 1
-            return f"dims: [ {segformer_size}, {segformer_size}{', 3' if m.group(1) else ''} ]"
 
-        text = re.sub(r"dims\s*:\s*\[\s*\d+\s*,\s*\d+\s*(,\s*3\s*)?\]", sub, text)
-        if n != 2:
-            raise ValueError(f"segformer config.pbtxt: expected 2 square dims (IMAGE, LABELS), found {n}")
-    text = _remove_top_level(text, "instance_group")
-    keys = {"TORCH_THREADS"} | ({"EXECUTION_ENV_PATH"} if env_path is not None else set())
-    text = _remove_top_level(text, "parameters", keys).rstrip() + "\n"
-    kind = "KIND_GPU" if device == "gpu" else "KIND_CPU"
-    text += "\n# --- rendered by workers/model_repo.py\n"
-    text += f"instance_group [ {{ count: {instances} kind: {kind} }} ]\n"
-    if env_path is not None:
-        text += _param("EXECUTION_ENV_PATH", str(Path(env_path).absolute()))
-    text += _param("TORCH_THREADS", str(torch_threads))
-    return text
+def render_config(text: str, *, model: str, env_path: Path | None, **kw) -> str:
+    """A runtime config.pbtxt from the committed one (pure function: see model_config and render_repository)."""
+    return tc.dumps(model_config(text, model=model, env_path=env_path, **kw),
+                    header=f"rendered by workers/model_repo.py from the committed config.pbtxt of {model}")
+
+
+def write_model_dir(src_model: Path, out: Path, config_text: str, backend: Backend = "python") -> None:
+    """``out/config.pbtxt`` + the version folders: symlinks to the source (python backend: model.py + weights), or,
+    for the native onnxruntime backend, real folders holding a ``model.onnx`` link to ``<version>/weights``."""
+    out.mkdir(parents=True)
+    (out / "config.pbtxt").write_text(config_text)
+    for version in sorted(p for p in Path(src_model).iterdir() if p.is_dir() and p.name.isdigit()):
+        if backend == "python":
+            (out / version.name).symlink_to(version.resolve(), target_is_directory=True)
+        else:
+            (out / version.name).mkdir()
+            (out / version.name / ONNX_FILE).symlink_to((version / "weights" / ONNX_FILE).resolve())
 
 
 def render_repository(
     src: Path, dst: Path, *, env_path: Path, device: Device = "cpu", segformer_size: int = 512,
-    instances: int = 1, torch_threads: int = 1,
+    instances: int = 1, torch_threads: int = 1, backend: Backend = "python", runtime: Runtime = "auto",
+    int8: bool = False,
 ) -> Path:
     """Write the runtime model repository into ``dst`` (replacing an earlier rendering) and return it.
 
@@ -172,18 +197,14 @@ def render_repository(
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
     for name in names:
-        text = (src / name / "config.pbtxt").read_text()
-        out = dst / name
-        out.mkdir()
-        (out / "config.pbtxt").write_text(render_config(
-            text, model=name, env_path=Path(env_path), device=device, segformer_size=segformer_size,
-            instances=instances, torch_threads=torch_threads,
-        ))
-        for version in sorted(p for p in (src / name).iterdir() if p.is_dir() and p.name.isdigit()):
-            (out / version.name).symlink_to(version, target_is_directory=True)
+        text = render_config((src / name / "config.pbtxt").read_text(), model=name, env_path=Path(env_path),
+                             device=device, segformer_size=segformer_size, instances=instances,
+                             torch_threads=torch_threads, backend=backend, runtime=runtime, int8=int8)
+        write_model_dir(src / name, dst / name, text, backend)
     (dst / RENDER_MARKER).write_text(json.dumps({
         "src": str(src), "env_path": str(Path(env_path).absolute()), "device": device,
         "segformer_size": segformer_size, "instances": instances, "torch_threads": torch_threads,
+        "backend": backend, "runtime": runtime, "int8": int8,
     }, indent=2) + "\n")
     return dst
 
@@ -276,18 +297,18 @@ def provenance_summary(prov: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _run_weights_tool(args: list[str], env_path: Path, quiet: bool) -> dict:
+def _run_weights_tool(args: list[str], env_path: Path, quiet: bool, tool: Path = WEIGHTS_TOOL) -> dict:
     py = env_python(env_path)
-    if not WEIGHTS_TOOL.is_file():
-        raise FileNotFoundError(f"{WEIGHTS_TOOL} not found (run from a lookstream checkout)")
+    if not tool.is_file():
+        raise FileNotFoundError(f"{tool} not found (run from a lookstream checkout)")
     proc = subprocess.run(
-        [str(py), str(WEIGHTS_TOOL), *args], cwd=str(ROOT), text=True, stdout=subprocess.PIPE,
+        [str(py), str(tool), *args], cwd=str(ROOT), text=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE if quiet else None,
         env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")},
     )
     if proc.returncode != 0:
         tail = "\n".join(((proc.stderr or "") + proc.stdout).strip().splitlines()[-15:])
-        raise WeightsToolError(f"modeltools/weights.py {args[0]} failed (exit {proc.returncode}):\n{tail}")
+        raise WeightsToolError(f"modeltools/{tool.name} {args[0]} failed (exit {proc.returncode}):\n{tail}")
     start = proc.stdout.find("\n{")
     blob = proc.stdout[start + 1:] if start >= 0 else proc.stdout
     return json.loads(blob[blob.index("{"):])
@@ -295,26 +316,44 @@ def _run_weights_tool(args: list[str], env_path: Path, quiet: bool) -> dict:
 
 def init_weights(
     repo_src: Path = MODELS_SRC, env_path: Path | None = None, random: bool = True, tiny: bool = False, *,
-    seed: int = 0, models: tuple[str, ...] = ("segformer", "resnet50"), quiet: bool = True,
+    seed: int = 0, models: tuple[str, ...] = ("segformer", "resnet50"), quiet: bool = True, onnx: bool = True,
 ) -> dict:
-    """Write DECLARED random weights (``modeltools/weights.py init --random``); returns the provenance written."""
+    """Write DECLARED random weights (``modeltools/weights.py init --random``) and, unless ``onnx=False``, their
+    ONNX export (``model.onnx``, parity-checked against torch); returns the provenance written."""
     if not random:
         raise ValueError(f"init only writes declared random weights; real weights come from `{PULL_HINT}`")
     args = ["init", "--repo", str(Path(repo_src).absolute()), "--random", "--seed", str(seed), "--models", ",".join(models)]
     if tiny:
         args.append("--tiny")
+    if not onnx:
+        args.append("--no-onnx")
     return _run_weights_tool(args, Path(env_path or default_env_path()), quiet)
+
+
+def has_onnx(repo_src: Path = MODELS_SRC) -> bool:
+    """Every model with weights also has its ONNX export."""
+    return all((Path(repo_src) / n / "1" / "weights" / ONNX_FILE).is_file() for n in model_names(repo_src)
+               if (Path(repo_src) / n / "1" / "weights" / PROVENANCE).is_file())
+
+
+def export_onnx(repo_src: Path = MODELS_SRC, env_path: Path | None = None, *, quiet: bool = True) -> dict:
+    """(Re-)export every model's ONNX graph from the weights in place (``modeltools/onnx_export.py``)."""
+    return _run_weights_tool(["--repo", str(Path(repo_src).absolute())], Path(env_path or default_env_path()), quiet,
+                             tool=ONNX_TOOL)
 
 
 def pull_weights(
     repo_src: Path = MODELS_SRC, env_path: Path | None = None, *, segformer: str | None = "mattmdjaga/segformer_b2_clothes",
-    resnet: str | None = "torchvision", force: bool = False, quiet: bool = True,
+    resnet: str | None = "torchvision", force: bool = False, quiet: bool = True, onnx: bool = True,
 ) -> dict:
-    """Install real weights (HF id or local dir for SegFormer; 'torchvision' or a .pth for ResNet50; None skips)."""
+    """Install real weights (HF id or local dir for SegFormer; 'torchvision' or a .pth for ResNet50; None skips),
+    then their ONNX export unless ``onnx=False``."""
     args = ["pull", "--repo", str(Path(repo_src).absolute()),
             "--segformer", segformer or "skip", "--resnet", resnet or "skip"]
     if force:
         args.append("--force")
+    if not onnx:
+        args.append("--no-onnx")
     return _run_weights_tool(args, Path(env_path or default_env_path()), quiet)
 
 

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # --- Batching and retries (the worker runtime)
     batch_size: int = Field(16, ge=1, le=1024, description="max records polled and processed as one batch")
     poll_timeout_ms: int = 200
+    # How long the broker may hold a fetch that has no data. kafka-python's default (500) added ~125 ms p50 per
+    # hop on Tansu (a record arriving meanwhile waits for the timeout); 20 ms: ~8 ms p50. A look's queueing +
+    # delivery went from 259 to 25 ms (bench/RESULTS.md, fastpath).
+    fetch_max_wait_ms: int = Field(20, ge=1, le=500)
     item_attempts: int = Field(3, ge=1, description="tries for an item whose error may be transient, then DLQ")
     batch_retry_budget_s: float = Field(
         60.0, gt=0, description="time the item-by-item retry of one batch may take; kept below max_poll_interval_ms")
@@ -76,6 +80,12 @@ class Settings(BaseSettings):
     segformer_size: int = 512
     crop_size: int = 256
     embed_batch: int = 32
+    # The embedded stack's tritonserver (workers/model_repo.py render_repository): what the CPU instances run.
+    model_runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
+        "auto", description="auto = each model's measured fastest runtime on its ONNX file (torch without one)")
+    model_threads: int = Field(1, ge=1, le=64, description="intra-op threads per model instance (1 on 2 cores)")
+    model_instances: int = Field(1, ge=1, le=16, description="instances per model")
+    embedder_int8: bool = Field(False, description="serve the embedder's dynamic INT8 ONNX variant (costs recall)")
 
     # --- Garments
     non_garment_labels: CsvList = Field(default_factory=lambda: list(DEFAULT_NON_GARMENT_LABELS))
@@ -127,6 +137,7 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
     state_dir: Path = Path(".lookstream")
+    defer_pandas: bool = Field(True, description="query worker: import pandas (pymilvus's) only on first use (-35 MB)")
 
     @model_validator(mode="after")
     def _retry_budget_below_poll_interval(self) -> "Settings":

@@ -343,15 +343,21 @@ def milvus_ready(uri: str) -> bool:
 
 
 def triton_service(state: Path, http_port: int, grpc_port: int, metrics_port: int, *,
-                   models_src: Path = MODELS_SRC, device: str = "cpu",
-                   segformer_size: int = 512, instances: int = 1, torch_threads: int = 1) -> Service:
+                   models_src: Path = MODELS_SRC, device: str = "cpu", segformer_size: int = 512,
+                   instances: int | None = None, torch_threads: int | None = None, runtime: str | None = None,
+                   int8: bool | None = None) -> Service:
+    """tritonserver over a rendered repository; instances / threads / runtime / INT8 default to the settings
+    (LOOKSTREAM_MODEL_INSTANCES, _MODEL_THREADS, _MODEL_RUNTIME, _EMBEDDER_INT8)."""
     from . import model_repo
+    from .settings import Settings
 
+    s = Settings()
     env_path = model_env()
     require_file(env_path / "bin" / "python", "the model-server environment")
-    repo = model_repo.render_repository(models_src, state / "model_repository", env_path=env_path, device=device,
-                                        segformer_size=segformer_size, instances=instances,
-                                        torch_threads=torch_threads)
+    repo = model_repo.render_repository(
+        models_src, state / "model_repository", env_path=env_path, device=device, segformer_size=segformer_size,
+        instances=instances or s.model_instances, torch_threads=torch_threads or s.model_threads,
+        runtime=runtime or s.model_runtime, int8=s.embedder_int8 if int8 is None else int8)
     backends = model_repo.backend_dir(env_path, state / "triton_backends")
     argv, env = model_repo.tritonserver_command(env_path, repo, backends, http_port, grpc_port, metrics_port)
     proc = Proc("triton", argv, state, env=env)
@@ -375,6 +381,8 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 def worker_proc(kind: str, state: Path, env: dict[str, str], name: str | None = None) -> Proc:
     exe = Path(sys.executable).with_name("lookstream")
     argv = [str(exe), "worker", kind] if exe.exists() else [sys.executable, "-m", "workers.cli", "worker", kind]
+    # glibc's default of 8 malloc arenas per core lets the gRPC / Kafka threads each grow their own heap.
+    env = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"), **env}
     return Proc(name or f"worker-{kind}", argv, state, env=env, cwd=ROOT)
 
 

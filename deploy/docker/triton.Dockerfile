@@ -49,13 +49,15 @@ CMD ["models", "pull"]
 
 # ---- server (default target): render the GPU repository from the mounted /models, then run Triton, non-root.
 # The committed config.pbtxt files are CPU templates; deploy/docker/triton_start.py applies
-# workers.model_repo.render_config (KIND_GPU, instances, SegFormer size) into /tmp/model_repository.
+# workers.model_repo.render_config (KIND_GPU, instances, SegFormer size, TRITON_BACKEND) into /tmp/model_repository:
+# by default Triton's native onnxruntime backend with TensorRT FP16 on the exported model.onnx.
 FROM models AS server
-COPY workers/__init__.py workers/model_repo.py /opt/lookstream/workers/
+COPY workers/__init__.py workers/model_repo.py workers/triton_config.py /opt/lookstream/workers/
 COPY deploy/docker/triton_start.py /opt/lookstream/triton_start.py
 ENV TRITON_MODEL_SOURCE=/models \
     TRITON_MODEL_REPOSITORY=/tmp/model_repository \
     TRITON_DEVICE=gpu \
+    TRITON_BACKEND=onnxruntime \
     TRITON_INSTANCES=1
 USER 10001:10001
 EXPOSE 8000 8001 8002

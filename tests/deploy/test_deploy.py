@@ -369,11 +369,16 @@ def test_triton_start_renders_gpu_repository(tmp_path, monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     dst = tmp_path / "repo"
-    mod.render(ROOT / "triton_models", dst, "gpu", 2, 512)
+    mod.render(ROOT / "triton_models", dst, "gpu", 2, 512)  # default: native onnxruntime backend (TensorRT FP16)
     for name in ("segformer", "resnet50"):
         cfg = (dst / name / "config.pbtxt").read_text()
         assert "kind: KIND_GPU" in cfg and "count: 2" in cfg and "KIND_CPU" not in cfg
-        assert "EXECUTION_ENV_PATH" not in cfg
+        assert "EXECUTION_ENV_PATH" not in cfg and 'backend: "onnxruntime"' in cfg and '"FP16"' in cfg
+        onnx = ROOT / "triton_models" / name / "1" / "weights" / "model.onnx"
+        assert (dst / name / "1" / "model.onnx").resolve() == onnx.resolve()
+    mod.render(ROOT / "triton_models", dst, "gpu", 1, 512, "python")
+    for name in ("segformer", "resnet50"):
+        assert 'backend: "python"' in (dst / name / "config.pbtxt").read_text()
         assert (dst / name / "1").resolve() == (ROOT / "triton_models" / name / "1").resolve()
 
 

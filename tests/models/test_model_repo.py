@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from workers import model_repo
+from workers import triton_config as tc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,10 +20,18 @@ def src(tmp_path) -> Path:
                                 ignore=shutil.ignore_patterns("weights", "weights.*", "__pycache__")))
 
 
+def proto(text: str):
+    """The text parsed by Triton's own model_config.proto: unknown fields or wrong types raise."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
 def params(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for k, v in re.findall(r'parameters:\s*\{\s*key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"', text):
-        out.setdefault(k, []).append(v)
+    for k, v in proto(text).parameters.items():
+        out.setdefault(k, []).append(v.string_value)
     return out
 
 
@@ -44,16 +53,17 @@ def test_render_cpu(src, tmp_path):
     dst = model_repo.render_repository(src, tmp_path / "out", env_path=env, device="cpu", segformer_size=384,
                                        instances=2, torch_threads=3)
     assert sorted(p.name for p in dst.iterdir() if p.is_dir()) == ["resnet50", "segformer"]
-    seg = (dst / "segformer" / "config.pbtxt").read_text()
-    assert "dims: [ 384, 384, 3 ]" in seg and "dims: [ 384, 384 ]" in seg and "512" not in seg.split("# ---")[1]
-    assert re.search(r"dims:\s*\[\s*512", seg) is None
-    res = (dst / "resnet50" / "config.pbtxt").read_text()
-    assert "dims: [ 256, 256, 3 ]" in res and "dims: [ 2048 ]" in res  # not touched by the SegFormer size
-    for text in (seg, res):
-        assert len(re.findall(r"(?m)^instance_group", text)) == 1
-        assert "instance_group [ { count: 2 kind: KIND_CPU } ]" in text
-        p = params(text)
-        assert p == {"EXECUTION_ENV_PATH": [str(env.absolute())], "TORCH_THREADS": ["3"]}  # no duplicates
+    seg = proto((dst / "segformer" / "config.pbtxt").read_text())
+    assert [list(t.dims) for t in (*seg.input, *seg.output)] == [[384, 384, 3], [384, 384]]
+    res = proto((dst / "resnet50" / "config.pbtxt").read_text())
+    assert [list(t.dims) for t in (*res.input, *res.output)] == [[256, 256, 3], [2048]]  # S does not touch it
+    for name, cfg in (("segformer", seg), ("resnet50", res)):
+        assert cfg.backend == "python" and cfg.max_batch_size == {"segformer": 8, "resnet50": 32}[name]
+        assert [(g.count, g.kind) for g in cfg.instance_group] == [(2, cfg.instance_group[0].KIND_CPU)]
+        p = {k: v.string_value for k, v in cfg.parameters.items()}
+        assert p == {"EXECUTION_ENV_PATH": str(env.absolute()), "TORCH_THREADS": "3", "RUNTIME": "auto",
+                     "PREFERRED_RUNTIME": model_repo.PREFERRED_RUNTIME[name],
+                     "PRECISION": model_repo.PRECISION.get(name, "auto")}
     for name in ("segformer", "resnet50"):
         link = dst / name / "1"
         assert link.is_symlink() and link.resolve() == (src / name / "1").resolve()
@@ -61,6 +71,77 @@ def test_render_cpu(src, tmp_path):
     # Weights written into the source later are what the rendered repository serves.
     (src / "segformer" / "1" / "weights").mkdir()
     assert (dst / "segformer" / "1" / "weights").is_dir()
+
+
+def test_render_runtime_threads_and_int8_switch(src, tmp_path):
+    dst = model_repo.render_repository(src, tmp_path / "out", env_path=tmp_path / "env", runtime="onnxruntime",
+                                       int8=True)
+    seg = params((dst / "segformer" / "config.pbtxt").read_text())
+    res = params((dst / "resnet50" / "config.pbtxt").read_text())
+    assert seg["RUNTIME"] == res["RUNTIME"] == ["onnxruntime"]
+    assert res["ONNX_INT8"] == ["1"] and "ONNX_INT8" not in seg  # INT8 is an embedder variant only
+    with pytest.raises(ValueError):
+        model_repo.render_repository(src, tmp_path / "o2", env_path=tmp_path / "env", runtime="tensorflow")
+
+
+def test_render_gpu_native_onnxruntime_tensorrt_fp16(src, tmp_path):
+    """The compose / k8s GPU repository: native onnxruntime backend, TensorRT FP16, dynamic batching, model.onnx."""
+    for name in ("segformer", "resnet50"):
+        w = src / name / "1" / "weights"
+        w.mkdir()
+        (w / "model.onnx").write_bytes(b"onnx")
+    dst = model_repo.render_repository(src, tmp_path / "gpu", env_path=tmp_path / "env", device="gpu",
+                                       backend="onnxruntime", instances=2)
+    for name in ("segformer", "resnet50"):
+        cfg = proto((dst / name / "config.pbtxt").read_text())
+        assert cfg.backend == "onnxruntime" and cfg.default_model_filename == "model.onnx"
+        assert [(g.count, g.kind) for g in cfg.instance_group] == [(2, cfg.instance_group[0].KIND_GPU)]
+        assert not cfg.parameters  # no python-backend parameters (EXECUTION_ENV_PATH...) on a native backend
+        (acc,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+        assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
+        assert acc.parameters["trt_engine_cache_enable"] == "1" and acc.parameters["trt_engine_cache_path"]
+        db = cfg.dynamic_batching
+        assert list(db.preferred_batch_size) == model_repo.GPU_BATCHING[name]["preferred_batch_size"]
+        assert max(db.preferred_batch_size) <= cfg.max_batch_size
+        assert 0 < db.max_queue_delay_microseconds <= 10_000
+        version = dst / name / "1"
+        assert version.is_dir() and not version.is_symlink()  # the onnxruntime backend reads 1/model.onnx
+        assert (version / "model.onnx").resolve() == (src / name / "1" / "weights" / "model.onnx").resolve()
+    # The committed I/O contract survives: same tensors as the python backend serves.
+    seg = proto((dst / "segformer" / "config.pbtxt").read_text())
+    assert [(t.name, list(t.dims)) for t in (*seg.input, *seg.output)] == [("IMAGE", [512, 512, 3]), ("LABELS", [512, 512])]
+
+
+def test_triton_start_renders_the_gpu_repository(src, tmp_path, monkeypatch):
+    """deploy/docker/triton_start.py --render-only, as the Triton image runs it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("triton_start", ROOT / "deploy" / "docker" / "triton_start.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setenv("TRITON_MODEL_SOURCE", str(src))
+    monkeypatch.setenv("TRITON_MODEL_REPOSITORY", str(tmp_path / "repo"))
+    monkeypatch.setenv("LOOKSTREAM_SEGFORMER_SIZE", "640")
+    mod.main(["--render-only"])
+    seg = proto((tmp_path / "repo" / "segformer" / "config.pbtxt").read_text())
+    assert seg.backend == "onnxruntime" and list(seg.input[0].dims) == [640, 640, 3]
+    assert seg.instance_group[0].kind == seg.instance_group[0].KIND_GPU
+    monkeypatch.setenv("TRITON_BACKEND", "python")
+    mod.main(["--render-only"])
+    res = proto((tmp_path / "repo" / "resnet50" / "config.pbtxt").read_text())
+    assert res.backend == "python" and (tmp_path / "repo" / "resnet50" / "1").is_symlink()
+
+
+def test_triton_config_round_trip_and_comments():
+    text = (ROOT / "triton_models" / "segformer" / "config.pbtxt").read_text()
+    cfg = tc.parse(text)
+    assert cfg["name"] == "segformer" and cfg["max_batch_size"] == 8
+    assert tc.parameters(cfg) == {"TORCH_THREADS": "1"}  # the trailing comment is not a token
+    again = tc.parse(tc.dumps(cfg, header="x"))
+    assert again == {**cfg, "parameters": [cfg["parameters"]]}
+    assert proto(tc.dumps(cfg)) == proto(text)
+    with pytest.raises(ValueError):
+        tc.parse('name: "x"\ninput [ { name: "a" ')
 
 
 def test_render_gpu_and_rerender_replaces(src, tmp_path):
@@ -93,11 +174,14 @@ def test_render_config_replaces_existing_parameters():
             'instance_group [\n  { count: 4\n kind: KIND_GPU }\n]\n'
             'parameters: { key: "TORCH_THREADS" value: { string_value: "9" } }\n'
             'parameters: { key: "EXECUTION_ENV_PATH" value: { string_value: "/old" } }\n'
-            'parameters: { key: "OTHER" value: { string_value: "kept {braces}" } }\n')
+            'parameters: { key: "OTHER" value: { string_value: "kept {braces} # not a comment" } }\n')
     out = model_repo.render_config(text, model="segformer", env_path=Path("/new/env"), segformer_size=128)
-    assert params(out) == {"OTHER": ["kept {braces}"], "EXECUTION_ENV_PATH": ["/new/env"], "TORCH_THREADS": ["1"]}
-    assert "dims: [ 128, 128, 3 ]" in out and "dims: [ 128, 128 ]" in out
-    assert out.count("instance_group") == 1 and "KIND_CPU" in out
+    p = params(out)
+    assert p["OTHER"] == ["kept {braces} # not a comment"] and p["EXECUTION_ENV_PATH"] == ["/new/env"]
+    assert p["TORCH_THREADS"] == ["1"]
+    cfg = proto(out)
+    assert [list(t.dims) for t in (*cfg.input, *cfg.output)] == [[128, 128, 3], [128, 128]]
+    assert len(cfg.instance_group) == 1 and cfg.instance_group[0].kind == cfg.instance_group[0].KIND_CPU
 
 
 def test_weights_provenance_reads_lookstream_json(src):

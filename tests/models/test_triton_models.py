@@ -53,10 +53,12 @@ def copy_models_without_weights(dst: Path) -> Path:
 
 
 class Server:
-    def __init__(self, repo_src: Path, work: Path, *, exit_on_error: bool = True):
+    def __init__(self, repo_src: Path, work: Path, *, exit_on_error: bool = True, runtime: str = "torch"):
+        # runtime torch: these tests compare with the torch reference exactly; test_onnx_parity.py checks the
+        # ONNX runtimes (the default when model.onnx exists) against it with tolerances.
         self.work = work
         self.repo = model_repo.render_repository(repo_src, work / "repo", env_path=ENV, device="cpu",
-                                                 segformer_size=S, instances=1, torch_threads=1)
+                                                 segformer_size=S, instances=1, torch_threads=1, runtime=runtime)
         be = model_repo.backend_dir(ENV, work / "backends")
         self.http, self.grpc, self.metrics = free_port(), free_port(), free_port()
         argv, env = model_repo.tritonserver_command(ENV, self.repo, be, self.http, self.grpc, self.metrics,

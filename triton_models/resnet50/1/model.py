@@ -4,6 +4,11 @@ Loaded through the real path: ``torchvision.models.resnet50(weights=None)`` + ``
 ``<this folder>/weights/resnet50.pth`` (``lookstream models init --random`` or ``lookstream models pull``), then
 ``fc`` is replaced by Identity. Device: a KIND_GPU instance runs on its CUDA device in fp16 (the embedding is
 normalised in fp32); a KIND_CPU instance runs fp32 with ``torch.set_num_threads(TORCH_THREADS)`` (default 1).
+
+CPU fast path: when ``1/weights/model.onnx`` exists (exported by ``lookstream models init|pull``) a KIND_CPU
+instance runs it with onnxruntime or OpenVINO instead of torch (config parameters RUNTIME, PREFERRED_RUNTIME,
+PRECISION, TORCH_THREADS = threads per instance; ``triton_models/_lib/runners.py``). ``ONNX_INT8=1`` serves the
+dynamically quantised ``model.int8.onnx`` (opt-in: measure its recall cost first).
 """
 
 from __future__ import annotations
@@ -41,9 +46,6 @@ def _error(msg: str):
 
 class TritonPythonModel:
     def initialize(self, args):
-        import torch
-        import torchvision
-
         self.model_config = json.loads(args["model_config"])
         params = _params(self.model_config)
         dims = pb_utils.get_input_config_by_name(self.model_config, INPUT)["dims"]
@@ -56,6 +58,21 @@ class TritonPythonModel:
         self.provenance = _read_provenance(weights)
 
         kind = str(args.get("model_instance_kind", "CPU")).upper()
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "_lib"))
+        import runners
+
+        threads = int(params.get("TORCH_THREADS") or 1)
+        onnx_file = weights / ("model.int8.onnx" if params.get("ONNX_INT8") == "1" else "model.onnx")
+        self.runtime = runners.choose(params.get("RUNTIME") or "auto", params.get("PREFERRED_RUNTIME") or "onnxruntime",
+                                      onnx_file, kind)
+        if self.runtime != "torch":
+            self.runner = runners.make(self.runtime, onnx_file, threads, params.get("PRECISION") or "auto")
+            self._run = self.runner
+            self._announce(f"{self.runner.detail} from {weights}")
+            return
+        import torch
+        import torchvision
+
         if kind == "GPU":
             if not torch.cuda.is_available():
                 raise RuntimeError(f"{MODEL}: instance kind GPU but torch sees no CUDA device")
@@ -73,15 +90,18 @@ class TritonPythonModel:
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self.torch = torch
+        self._run = self._run_torch
+        self._announce(f"torch {checkpoint} on {self.device} {self.dtype}, threads={torch.get_num_threads()}")
+
+    def _announce(self, what: str) -> None:
         if self.provenance.get("random"):
             _log("warn", "=" * 72)
             _log("warn", f"WARNING: {MODEL} is serving DECLARED RANDOM WEIGHTS ({self.provenance.get('source')}). "
                          "Its embeddings carry no visual similarity. Install real weights: `lookstream models pull`.")
             _log("warn", "=" * 72)
-        _log("info", f"{MODEL}: loaded {checkpoint} (source={self.provenance.get('source')}) on {self.device} "
-                     f"{self.dtype}, threads={torch.get_num_threads()}")
+        _log("info", f"{MODEL}: runtime {self.runtime}: {what} (source={self.provenance.get('source')})")
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run_torch(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).to(self.dtype).div_(255.0)

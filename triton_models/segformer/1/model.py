@@ -6,6 +6,10 @@ pull``). Device: a KIND_GPU instance runs on its CUDA device in fp16; a KIND_CPU
 ``torch.set_num_threads(TORCH_THREADS)`` (model config parameter, default 1).
 
 Runs inside the python-backend stub with the model env (EXECUTION_ENV_PATH) that holds torch + transformers.
+
+CPU fast path: when ``1/weights/model.onnx`` exists (exported by ``lookstream models init|pull``) a KIND_CPU
+instance runs it with onnxruntime or OpenVINO instead of torch (config parameters RUNTIME, PREFERRED_RUNTIME,
+PRECISION, TORCH_THREADS = threads per instance; ``triton_models/_lib/runners.py``).
 """
 
 from __future__ import annotations
@@ -43,9 +47,6 @@ def _error(msg: str):
 
 class TritonPythonModel:
     def initialize(self, args):
-        import torch
-        from transformers import SegformerForSemanticSegmentation
-
         self.model_config = json.loads(args["model_config"])
         params = _params(self.model_config)
         dims = pb_utils.get_input_config_by_name(self.model_config, INPUT)["dims"]
@@ -57,6 +58,21 @@ class TritonPythonModel:
         self.provenance = _read_provenance(weights)
 
         kind = str(args.get("model_instance_kind", "CPU")).upper()
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "_lib"))
+        import runners
+
+        threads = int(params.get("TORCH_THREADS") or 1)
+        onnx_file = weights / "model.onnx"
+        self.runtime = runners.choose(params.get("RUNTIME") or "auto", params.get("PREFERRED_RUNTIME") or "onnxruntime",
+                                      onnx_file, kind)
+        if self.runtime != "torch":
+            self.runner = runners.make(self.runtime, onnx_file, threads, params.get("PRECISION") or "auto")
+            self._run = self.runner
+            self._announce(f"{self.runner.detail} from {weights}")
+            return
+        import torch
+        from transformers import SegformerForSemanticSegmentation
+
         if kind == "GPU":
             if not torch.cuda.is_available():
                 raise RuntimeError(f"{MODEL}: instance kind GPU but torch sees no CUDA device")
@@ -73,16 +89,19 @@ class TritonPythonModel:
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
         self.torch = torch
+        self._run = self._run_torch
+        self._announce(f"torch {weights} on {self.device} {self.dtype}, S={self.size}, threads={torch.get_num_threads()}")
+
+    def _announce(self, what: str) -> None:
         if self.provenance.get("random"):
             _log("warn", "=" * 72)
             _log("warn", f"WARNING: {MODEL} is serving DECLARED RANDOM WEIGHTS ({self.provenance.get('source')}, "
                          f"tiny={self.provenance.get('tiny')}). Its labels mean nothing on real photos. "
                          "Install real weights: `lookstream models pull`.")
             _log("warn", "=" * 72)
-        _log("info", f"{MODEL}: loaded {weights} (source={self.provenance.get('source')}) on {self.device} "
-                     f"{self.dtype}, S={self.size}, threads={torch.get_num_threads()}")
+        _log("info", f"{MODEL}: runtime {self.runtime}: {what} (source={self.provenance.get('source')})")
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run_torch(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
