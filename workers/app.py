@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def build_stage(kind: str, s: Settings):
     from .triton_client import TritonModels
 
-    triton = TritonModels(s.triton_url, segformer_model=s.segformer_model, resnet_model=s.resnet_model,
+    triton = TritonModels(s.triton_url, segformer_model=s.segformer_model, embed_model=s.embed_model,
                           timeout_s=s.triton_timeout_s, ssl=s.triton_ssl)
     if kind == "segmentation":
         from .segmentation import SegmentationStage
@@ -33,11 +33,11 @@ def build_stage(kind: str, s: Settings):
     if kind == "embedding":
         from .embedding import EmbeddingStage
 
-        return EmbeddingStage(s, triton, GarmentIndex(s), MetadataCache(s))
+        return EmbeddingStage(s, triton, GarmentIndex(s, triton.embedder), MetadataCache(s))
     if kind == "query":
         from .query import QueryStage
 
-        return QueryStage(s, triton, GarmentIndex(s), MetadataCache(s))
+        return QueryStage(s, triton, GarmentIndex(s, triton.embedder), MetadataCache(s))
     raise ValueError(f"unknown worker kind {kind!r}; expected segmentation, embedding or query")
 
 

@@ -1,4 +1,4 @@
-"""Embedding stage: GarmentsEvent -> (Triton resnet50) -> Milvus rows + Redis product states -> IndexedEvent.
+"""Embedding stage: GarmentsEvent -> (Triton embedder) -> Milvus rows + Redis product states -> IndexedEvent.
 
 The whole batch goes to the stores in a fixed number of round trips (``CatalogWriter``); an event older
 than what the product's state already holds is skipped and reported ``stale``.
@@ -42,7 +42,7 @@ class EmbeddingStage:
                     del crops[start:]
                     spans.append(PoisonError(f"unreadable garment crop: {e}", category="bad_crop"))
         # 2. One batched Triton call for all crops.
-        vectors = np.zeros((0, 2048), np.float32)
+        vectors = np.zeros((0, 0), np.float32)  # no crops: nothing is sliced from it
         if crops:
             with self.timings("embed"):
                 vectors = self.triton.embed(np.stack(crops))
@@ -92,4 +92,4 @@ class EmbeddingStage:
 
     def ready_checks(self):
         # the Milvus probe has its own client: a readiness check never closes the channel work is using
-        return {"triton": self.triton.ready, "milvus": GarmentIndex(self.s).ping, "redis": self.cache.ping}
+        return {"triton": self.triton.ready, "milvus": GarmentIndex(self.s, self.triton.embedder).ping, "redis": self.cache.ping}

