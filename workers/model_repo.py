@@ -449,10 +449,11 @@ def train_segmenter(data: Path, repo_src: Path = MODELS_SRC, env_path: Path | No
 
 
 def default_segmenter(repo_src: Path = MODELS_SRC, env_path: Path | None = None, *, device: str = "auto",
-                      quiet: bool = True) -> dict:
-    """The offline default: the tiny SegFormer trained on rendered people (trained once, cached in ~/.cache)."""
-    return _run_trainer(["default", "--repo", str(Path(repo_src).absolute()), "--device", device],
-                        Path(env_path or default_env_path()), quiet)
+                      steps: int | None = None, quiet: bool = True) -> dict:
+    """The offline default: the tiny SegFormer trained on rendered people (trained once, cached in ~/.cache);
+    ``steps`` makes another recipe (e.g. longer on a GPU), cached under its own key."""
+    args = ["default", "--repo", str(Path(repo_src).absolute()), "--device", device]
+    return _run_trainer(args + (["--steps", str(steps)] if steps else []), Path(env_path or default_env_path()), quiet)
 
 
 def pull_weights(

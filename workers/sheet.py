@@ -2,7 +2,8 @@
 
 ``write_sheet`` writes ``out_dir/index.html`` (self-contained: every image is a data: URI) and
 ``out_dir/sheet.png`` (drawn with Pillow, no browser). Both show the query image with the garment
-boxes, one row per garment with the matched catalog thumbnails and their metadata, the overall
+boxes, one row per garment with the query's own crop of it beside the matched catalog thumbnails and their
+metadata, the overall
 ranking, the status/error and the stage timings. ``format_table`` is the plain-text version.
 
 Everything in a reply that came from a catalog (titles, brands, ...) is untrusted: HTML text is
@@ -205,6 +206,15 @@ def _annotated_query(query: Image.Image | None, garments: Sequence[GarmentMatche
     return img
 
 
+def _query_crop(query: Image.Image | None, g: GarmentMatches) -> Image.Image | None:
+    """The query's pixels inside the garment's box (None when the query image did not decode)."""
+    if query is None:
+        return None
+    b = g.bbox
+    box = (max(0, b.x0), max(0, b.y0), min(query.width, b.x1), min(query.height, b.y1))
+    return query.crop(box) if box[2] > box[0] and box[3] > box[1] else None
+
+
 def _jpeg_data_uri(img: Image.Image, quality: int = 85) -> str:
     buf = io.BytesIO()
     img.convert("RGB").save(buf, "JPEG", quality=quality)
@@ -310,6 +320,8 @@ def _render_html(reply: LookReply, query: Image.Image | None, thumb_of: Callable
         parts.append(f"<h2>{i + 1}. {e(g.label)} <small>box ({b.x0}, {b.y0})&ndash;({b.x1}, {b.y1}),"
                      f" mask {g.mask_fraction:.1%}</small></h2>")
         parts.append('<div class="matches">')
+        parts.append(f'<div class="card asked"><img alt="query crop" src="{_jpeg_data_uri(_thumb(_query_crop(query, g)))}">'
+                     f"<div><b>asked (query crop)</b></div><div>{e(g.label)}</div></div>")
         if not g.matches:
             parts.append("<p>(no matches)</p>")
         for rank, m in enumerate(g.matches, 1):
@@ -349,7 +361,8 @@ def _render_png(reply: LookReply, query: Image.Image | None, thumb_of: Callable[
 
     # layout: header | query image + ranking/timings side by side | one block per garment
     per_line = PNG_PER_LINE
-    rows_w = per_line * card_w + (per_line - 1) * gap
+    ask_w = card_w + 2 * gap  # the query's crop of the garment, left of its matches
+    rows_w = ask_w + per_line * card_w + (per_line - 1) * gap
     side_w = 360
     width = max(2 * pad + qimg.width + 2 * gap + side_w, 2 * pad + 14 + rows_w + 14)
     header_h = 64 + (22 if reply.error else 0)
@@ -422,10 +435,15 @@ def _render_png(reply: LookReply, query: Image.Image | None, thumb_of: Callable[
         d.text((pad + 14, y + 6), _fit_text(d, title, fonts.head, width - 2 * pad - 20), fill=(20, 20, 20),
                font=fonts.head)
         cy = y + 28
+        ax = pad + 14
+        sheet.paste(_thumb(_query_crop(query, g)), (ax, cy))
+        d.rectangle((ax - 2, cy - 2, ax + THUMB + 1, cy + THUMB + 1), outline=c, width=2)
+        d.text((ax, cy + THUMB + 4), "asked (query crop)", fill=(20, 20, 20), font=fonts.label)
+        d.text((ax, cy + THUMB + 19), _fit_text(d, g.label, fonts.small, card_w), fill=(80, 80, 80), font=fonts.small)
         if not shown:
-            d.text((pad + 14, cy + 4), "(no matches)", fill=(110, 110, 110), font=fonts.text)
+            d.text((ax + ask_w, cy + 4), "(no matches)", fill=(110, 110, 110), font=fonts.text)
         for j, m in enumerate(shown):
-            cx = pad + 14 + (j % per_line) * (card_w + gap)
+            cx = ax + ask_w + (j % per_line) * (card_w + gap)
             ry = cy + (j // per_line) * (card_h + gap)
             sheet.paste(thumb_of(m.product_id), (cx, ry))
             d.rectangle((cx - 1, ry - 1, cx + THUMB, ry + THUMB), outline=(210, 210, 210))

@@ -131,7 +131,7 @@ def test_sheet_loads_in_headless_chromium(tmp_path: Path) -> None:
     assert attrs["query"] == "1", attrs
     assert attrs["garments"] == "2", attrs
     # the hostile title/brand stayed text: no extra <img>, only the probe <script>
-    assert attrs["images"] == "7", attrs
+    assert attrs["images"] == "9", attrs  # the query, one query crop per garment, the six matches
     assert attrs["scripts"] == "1", attrs
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.stdout
 
