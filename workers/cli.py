@@ -295,6 +295,73 @@ def _ensure_offline_real(src: Path) -> None:
         _install_offline(src, segmenter=need_seg, embedder=not real_embedder)
 
 
+# ------------------------------------------------------------------------------------------------ dlq
+def cmd_dlq(a) -> int:
+    from . import dlq
+
+    s = load_settings()
+    try:
+        if a.action == "show":
+            if len(a.ref) == 1:
+                topic, partition, offset = dlq.parse_ref(a.ref[0])
+            elif len(a.ref) == 3:
+                topic, partition, offset = a.ref[0], int(a.ref[1]), int(a.ref[2])
+            else:
+                raise dlq.DlqError("show takes TOPIC/PARTITION@OFFSET (as `dlq list` prints) or TOPIC PARTITION OFFSET")
+            letter = dlq.read_one(s, dlq.dlq_topics(s, [topic])[0], partition, offset)
+            print(dlq.format_letter(letter, max_value_chars=a.max_chars))
+            if a.value_out and letter.letter is not None:
+                Path(a.value_out).write_bytes(letter.letter.value)
+                print(f"original value written to {a.value_out}")
+            return 0 if letter.letter is not None else 1
+        sel = dlq.Selection(
+            source_topics=a.source or [], error_type=a.error_type, reason=a.reason, event_ids=a.event_id or [],
+            tenant=a.tenant, partition=a.partition, offsets=dlq.parse_offsets(a.offsets) if a.offsets else None)
+        names = dlq.dlq_topics(s, a.topic or [])
+        letters = dlq.read_letters(s, names)
+        if a.action == "list":
+            print(f"dead letters in {', '.join(names)}:")
+            print(dlq.format_listing(dlq.listing(letters, sel), recent=a.recent))
+            return 0
+        return _dlq_replay(s, a, dlq, dlq.plan_replay(letters, sel))
+    except dlq.DlqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dlq_replay(s, a, dlq, plan) -> int:
+    from collections import Counter
+
+    for x, why in plan.refused:
+        print(f"  refused {x.ref}: {why}", file=sys.stderr)
+    if a.limit is not None:
+        plan.chosen = plan.chosen[: a.limit]
+    targets = ", ".join(f"{t} x{n}" for t, n in sorted(Counter(x.letter.source_topic for x in plan.chosen).items()))
+    print(f"{len(plan.chosen)} dead letter(s) selected for replay" + (f" -> {targets}" if targets else ""))
+    for x in plan.chosen[:50]:
+        d = x.letter
+        print(f"  {x.ref:<28} {d.error_type:<18} event {d.event_id or '-'}  {dlq._one_line(d.reason, 80)}")
+    if len(plan.chosen) > 50:
+        print(f"  ... and {len(plan.chosen) - 50} more")
+    if not plan.chosen:
+        return 0 if not plan.refused else 1
+    if a.dry_run:
+        print("dry run: nothing replayed")
+        return 0
+    if not a.yes:
+        if not sys.stdin.isatty():
+            print("refusing to replay without confirmation: pass --yes (or run in a terminal)", file=sys.stderr)
+            return 2
+        if input(f"replay {len(plan.chosen)} record(s) to their source topics? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing replayed")
+            return 1
+    done = dlq.replay(s, plan, progress=lambda n, total: print(f"  replayed {n}/{total}", flush=True))
+    for r in done:
+        print(f"  {r.ref} -> {r.target}  event {r.event_id or '-'}")
+    print(f"replayed {len(done)} record(s)")
+    return 0 if not plan.refused else 1
+
+
 # ------------------------------------------------------------------------------------------------ misc
 def cmd_worker(a) -> int:
     from .app import run_worker
@@ -412,6 +479,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("settings", help="print the effective settings (secrets masked)")
     se.set_defaults(func=cmd_settings)
+
+    dl = sub.add_parser("dlq", help="dead letters: list by topic and reason, show one, replay selected ones")
+    dl.add_argument("action", choices=["list", "show", "replay"])
+    dl.add_argument("ref", nargs="*", help="show: TOPIC/PARTITION@OFFSET of the dead letter (as list prints it)")
+    dl.add_argument("--topic", action="append", help="DLQ topic or its input topic (repeatable; default: every stage's)")
+    dl.add_argument("--source", action="append", help="only dead letters from this source topic (repeatable)")
+    dl.add_argument("--error-type", help="only error types containing this text (e.g. bad_image)")
+    dl.add_argument("--reason", help="only reasons containing this text")
+    dl.add_argument("--event-id", action="append", help="only this event / request id (repeatable)")
+    dl.add_argument("--tenant")
+    dl.add_argument("--partition", type=int, help="only this DLQ partition")
+    dl.add_argument("--offsets", help="only these DLQ offsets: A-B (inclusive), A- or A")
+    dl.add_argument("--recent", type=int, default=10, help="list: how many of the latest dead letters to show")
+    dl.add_argument("--max-chars", type=int, default=2000, help="show: characters of the value to print")
+    dl.add_argument("--value-out", help="show: write the original value bytes to this file")
+    dl.add_argument("--limit", type=int, help="replay: at most this many (the oldest first)")
+    dl.add_argument("--dry-run", action="store_true", help="replay: print the selection, send nothing")
+    dl.add_argument("--yes", action="store_true", help="replay: do not ask for confirmation")
+    dl.set_defaults(func=cmd_dlq)
 
     co = sub.add_parser("contracts", help="JSON Schema files of the messages")
     co.add_argument("action", choices=["export", "check"])
