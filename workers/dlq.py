@@ -6,7 +6,7 @@ partition up to its fetch high watermark (Tansu's ListOffsets 'latest' is wrong,
 listing never moves anybody's offsets. A replay produces each selected record again, byte for byte, to
 the topic its DLQ belongs to, with one extra header (``lookstream-replayed-from``: where the dead letter
 was) so a record that fails again is recognisable. Replaying twice sends twice: the stages are
-idempotent, and stale events are skipped by version (issue 12 item 8).
+idempotent (an old upsert replayed after a newer change is only harmless once stale events are skipped).
 """
 
 from __future__ import annotations
