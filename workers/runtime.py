@@ -213,6 +213,7 @@ class Worker(Generic[T]):
             polled = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms, max_records=self.s.batch_size)
             self._poll_failures = 0
         except Exception as e:  # noqa: BLE001 - corrupt batch, codec, decompressor errors are not KafkaErrors only
+            _drop_broken_fetch(self.consumer)
             self._poll_failures += 1
             m.POLL_ERRORS.labels(self.name, "error").inc()
             log.error("%s: poll failed (%d in a row): %s: %s", self.name, self._poll_failures, type(e).__name__, e)
@@ -237,6 +238,7 @@ class Worker(Generic[T]):
                         self.consumer.seek(ptp, recs[0].offset)
                 continue
             except Exception as e:  # noqa: BLE001 - this is the partition
+                _drop_broken_fetch(self.consumer)
                 offset = self.consumer.position(tp)
                 rec = Record(tp.topic, tp.partition, offset, None, b"")
                 err = PoisonError(f"unreadable record batch at {tp.topic}/{tp.partition}@{offset}: "
@@ -538,6 +540,18 @@ class Worker(Generic[T]):
                 continue
             if pos is not None:
                 m.CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, hw - pos))
+
+
+def _drop_broken_fetch(consumer) -> None:
+    """Forget the fetched records whose unpacking just raised inside poll().
+
+    kafka-python 3.0.12 keeps the dead record iterator as the next partition's records: the next poll()
+    takes nothing from it, never drains it and loops forever (100% CPU, its timeout ignored) unless the
+    position moves. Draining it makes the next poll fetch that offset again (and fail again, counted).
+    """
+    part = getattr(getattr(consumer, "_fetcher", None), "_next_partition_records", None)
+    if part:
+        part.drain()
 
 
 def _event_id(msg: Message) -> str | None:
