@@ -37,7 +37,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Generic, Iterator, Protocol, Sequence, TypeVar
 
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from contracts import codec, topics
@@ -521,8 +528,9 @@ class Worker(Generic[T]):
             return
         try:
             self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
-        except CommitFailedError as e:
-            # The group rebalanced mid-batch; the new owner replays from the last commit (idempotent).
+        except (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError) as e:
+            # The group rebalanced mid-batch (kafka-python 3.0.12 raises RebalanceInProgressError itself when a
+            # member joins meanwhile); the new owner replays from the last commit (idempotent).
             log.warning("%s: commit rejected after a rebalance (%s); records will be replayed", self.name, e)
 
     def _count(self, topic: str, outcome: str) -> None:
