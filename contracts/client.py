@@ -49,10 +49,18 @@ class CatalogPublisher:
                                   headers=codec.headers_for(event))
 
     def upsert(self, tenant: str, product_id: str, *, image: bytes | None = None, uri: str | None = None,
-               metadata: dict | ProductMetadata | None = None, event_id: str | None = None) -> ProductEvent:
-        ref = ImageRef(bytes=image) if image is not None else ImageRef(uri=uri)
-        ev = ProductEvent(tenant=tenant, product_id=product_id, op="upsert", image=ref,
-                          metadata=metadata or {}, **({"event_id": event_id} if event_id else {}))
+               metadata: dict | ProductMetadata | None = None, event_id: str | None = None,
+               images: list[bytes | str] | None = None, garments: list[str] | None = None) -> ProductEvent:
+        """One product: ``image`` bytes or ``uri``, or ``images`` (bytes or uris, up to 8 shots); ``garments``:
+        the labels the product is (only those are indexed; default: every garment found)."""
+        extra: dict[str, Any] = {"event_id": event_id} if event_id else {}
+        if garments is not None:
+            extra["garments"] = garments
+        if images is not None:
+            extra["images"] = [ImageRef(uri=i) if isinstance(i, str) else ImageRef(bytes=i) for i in images]
+        else:
+            extra["image"] = ImageRef(bytes=image) if image is not None else ImageRef(uri=uri)
+        ev = ProductEvent(tenant=tenant, product_id=product_id, op="upsert", metadata=metadata or {}, **extra)
         self.publish(ev)
         return ev
 

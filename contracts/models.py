@@ -32,13 +32,17 @@ from pydantic import (
 )
 
 SCHEMA_MAJOR = 1
-# 1.1: LookReply.truncated; timestamps must carry a timezone; strict JSON types.
+# 1.1: LookReply.truncated; timestamps must carry a timezone; strict JSON types; ProductEvent.images (several
+# images per product) and ProductEvent.garments (the product's own garment labels), with the GarmentsEvent,
+# Garment and IndexedEvent fields that carry them through. Every 1.0 message stays valid.
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.1"
 
 # Inline images travel inside Kafka records; producers and consumers raise their size limits to
 # MAX_RECORD_BYTES (see workers.settings). Larger catalog images must be passed by `uri`.
 MAX_INLINE_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_CROP_BYTES = 512 * 1024
+# A product may be shot several times (front, back, flat, on model): each image is indexed.
+MAX_PRODUCT_IMAGES = 8
 
 
 def _base64_max_chars(n: int) -> dict:
@@ -196,12 +200,23 @@ class ProductMetadata(BaseModel):
 
 class ProductEvent(Message):
     """A retailer's catalog change. Kafka key = ``tenant:product_id`` keeps one product's events ordered
-    (a record whose key names another product is refused)."""
+    (a record whose key names another product is refused).
+
+    An upsert carries one ``image`` or a list of ``images`` (up to MAX_PRODUCT_IMAGES shots of the same product).
+    ``garments`` names the garment labels the product IS (a dress SKU shot on a model who also wears a bag:
+    ``["Dress"]``): only those are indexed. Without it every garment found is indexed (an outfit product).
+    Rule beyond JSON Schema: inline images total at most MAX_INLINE_IMAGE_BYTES (8 MiB) bytes.
+    """
 
     model_config = ConfigDict(json_schema_extra={
         "if": {"required": ["op"], "properties": {"op": {"const": "delete"}}},
-        "then": {"properties": {"image": {"type": "null"}}},
-        "else": {"required": ["image"], "properties": {"image": {"type": "object"}}},
+        "then": {"properties": {"image": {"type": "null"}, "images": {"type": "null"}, "garments": {"type": "null"}}},
+        "else": {
+            "anyOf": [{"required": ["image"], "properties": {"image": {"type": "object"}}},
+                      {"required": ["images"], "properties": {"images": {"type": "array"}}}],
+            "not": {"required": ["image", "images"],
+                    "properties": {"image": {"type": "object"}, "images": {"type": "array"}}},
+        },
     })
 
     event_id: Identifier = Field(default_factory=new_id)
@@ -209,16 +224,31 @@ class ProductEvent(Message):
     product_id: Identifier
     op: Literal["upsert", "delete"] = "upsert"
     image: ImageRef | None = None
+    images: list[ImageRef] | None = Field(default=None, min_length=1, max_length=MAX_PRODUCT_IMAGES)
+    garments: list[Label] | None = Field(default=None, min_length=1, max_length=len(LABELS))
     metadata: ProductMetadata = Field(default_factory=ProductMetadata)
     occurred_at: Timestamp = Field(default_factory=utc_now)
 
     @model_validator(mode="after")
     def _image_for_upsert(self) -> ProductEvent:
-        if self.op == "upsert" and self.image is None:
+        if self.image is not None and self.images is not None:
+            raise ValueError("give either 'image' or 'images', not both")
+        if self.op == "upsert" and not self.all_images:
             raise ValueError("an upsert needs an image")
-        if self.op == "delete" and self.image is not None:
+        if self.op == "delete" and self.all_images:
             raise ValueError("a delete carries no image")
+        if self.op == "delete" and self.garments is not None:
+            raise ValueError("a delete carries no garments")
+        inline = sum(len(i.data) for i in self.all_images if i.data is not None)
+        if inline > MAX_INLINE_IMAGE_BYTES:  # the whole record must fit the Kafka record limit
+            raise ValueError(f"inline images total {inline} bytes, over the {MAX_INLINE_IMAGE_BYTES}-byte limit; "
+                             "pass some by uri")
         return self
+
+    @property
+    def all_images(self) -> list[ImageRef]:
+        """The product's images in order (``image`` or ``images``)."""
+        return list(self.images) if self.images is not None else ([self.image] if self.image is not None else [])
 
     @property
     def key(self) -> str:
@@ -254,6 +284,7 @@ class Garment(BaseModel):
     bbox: BBox
     mask_fraction: Annotated[float, Field(gt=0, le=1)]
     crop_jpeg: Annotated[bytes, Field(min_length=1, max_length=MAX_CROP_BYTES)]
+    image_id: Annotated[str, StringConstraints(max_length=64)] = ""  # its image; "" = the event's image_id
 
 
 class GarmentsEvent(Message):
@@ -268,9 +299,15 @@ class GarmentsEvent(Message):
     tenant: TenantId
     product_id: Identifier
     op: Literal["upsert", "delete"]
-    image_id: Annotated[str, StringConstraints(max_length=64)] = ""
+    image_id: Annotated[str, StringConstraints(max_length=64)] = ""  # the first image's id
+    image_ids: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=MAX_PRODUCT_IMAGES)  # every image of the product (1.1)
     image_size: tuple[int, int] | None = None  # (width, height) of the original image
-    garments: list[Garment] = Field(default_factory=list, max_length=len(LABELS))
+    garments: list[Garment] = Field(default_factory=list, max_length=len(LABELS) * MAX_PRODUCT_IMAGES)
+    # The product's own garment labels (ProductEvent.garments), and every garment label the segmenter found
+    # in its images before that selection: the IndexedEvent tells a producer what was there instead.
+    wanted_labels: list[Label] | None = None
+    found_labels: list[Label] = Field(default_factory=list)
     metadata: ProductMetadata = Field(default_factory=ProductMetadata)
     occurred_at: Timestamp
     segmented_at: Timestamp = Field(default_factory=utc_now)
@@ -283,10 +320,15 @@ class IndexedEvent(Message):
     tenant: TenantId
     product_id: Identifier
     op: Literal["upsert", "delete"]
-    # stale: skipped, older than the version (or delete tombstone) already applied to the product
-    status: Literal["indexed", "no_garments", "deleted", "stale"]
+    # stale: skipped, older than the version (or delete tombstone) already applied to the product.
+    # garment_not_found: the product named its garments (ProductEvent.garments) and none was found;
+    # ``found_labels`` says what the segmenter saw instead. Nothing of the product is searchable then.
+    status: Literal["indexed", "no_garments", "garment_not_found", "deleted", "stale"]
     image_id: str = ""
+    image_ids: list[str] = Field(default_factory=list)
     labels: list[Label] = Field(default_factory=list)
+    wanted_labels: list[Label] | None = None
+    found_labels: list[Label] = Field(default_factory=list)
     garment_ids: list[str] = Field(default_factory=list)
     removed: int = 0  # rows deleted (stale garments of a replaced image, or the whole product)
     latency_ms: float  # occurred_at -> indexed

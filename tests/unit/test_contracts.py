@@ -324,7 +324,7 @@ def test_allowed_uri_schemes(uri):
 def test_delete_without_image_and_defaults():
     ev = codec.decode(ProductEvent, b'{"tenant":"acme","product_id":"p1","op":"delete"}')
     assert ev.op == "delete" and ev.image is None
-    assert ev.schema_version == SCHEMA_VERSION
+    assert ev.schema_version == SCHEMA_VERSION == "1.1"
     assert ev.key == "acme:p1"
     assert len(ev.event_id) == 32
 
@@ -467,3 +467,71 @@ def test_inline_image_one_byte_over_is_refused_by_both():
 @pytest.mark.parametrize("model,msg", list(_valid_messages().items()), ids=lambda x: getattr(x, "__name__", ""))
 def test_every_message_the_system_writes_is_schema_valid(model, msg):
     assert _schema_accepts(model, json.loads(codec.encode(msg)))
+
+
+# ------------------------------------------------------------------ 1.1: several images, the product's own garments
+V10_PRODUCT = (b'{"schema_version":"1.0","event_id":"ev-1","tenant":"acme","product_id":"p1","op":"upsert",'
+               b'"image":{"uri":"s3://bucket/p1.jpg"},"metadata":{"title":"Red dress"},'
+               b'"occurred_at":"2024-05-01T12:30:15Z"}')
+V10_INDEXED = (b'{"schema_version":"1.0","event_id":"ev-1","tenant":"acme","product_id":"p1","op":"upsert",'
+               b'"status":"indexed","image_id":"img7","labels":["Dress"],"garment_ids":["g1"],"removed":0,'
+               b'"latency_ms":5.0,"indexed_at":"2024-05-01T12:30:16Z"}')
+V10_GARMENTS = (b'{"schema_version":"1.0","event_id":"ev-1","tenant":"acme","product_id":"p1","op":"upsert",'
+                b'"image_id":"img7","image_size":[64,48],"garments":[{"label":"Dress","bbox":{"x0":0,"y0":0,"x1":9,'
+                b'"y1":9},"mask_fraction":0.5,"crop_jpeg":"/9j/"}],"occurred_at":"2024-05-01T12:30:15Z",'
+                b'"segmented_at":"2024-05-01T12:30:15Z"}')
+
+
+def test_version_1_0_messages_still_valid():
+    ev = codec.decode(ProductEvent, V10_PRODUCT)
+    assert ev.schema_version == "1.0" and ev.images is None and ev.garments is None
+    assert [i.uri for i in ev.all_images] == ["s3://bucket/p1.jpg"]
+    ix = codec.decode(IndexedEvent, V10_INDEXED)
+    assert ix.status == "indexed" and ix.found_labels == [] and ix.wanted_labels is None and ix.image_ids == []
+    ge = codec.decode(GarmentsEvent, V10_GARMENTS)
+    assert ge.garments[0].image_id == "" and ge.image_ids == [] and ge.wanted_labels is None
+
+
+def test_version_1_1_fields_round_trip_and_are_written_as_1_1():
+    ev = ProductEvent(tenant="acme", product_id="p1", images=[ImageRef(uri="s3://b/front.jpg"), ImageRef(data=IMG)],
+                      garments=["Dress"], occurred_at=T0)
+    assert ev.schema_version == "1.1"
+    back = codec.decode(ProductEvent, codec.encode(ev))
+    assert back == ev and [i.uri for i in back.all_images] == ["s3://b/front.jpg", None]
+    assert back.all_images[1].data == IMG and back.garments == ["Dress"]
+    ix = IndexedEvent(event_id="e", tenant="acme", product_id="p1", op="upsert", status="garment_not_found",
+                      image_ids=["a", "b"], wanted_labels=["Dress"], found_labels=["Upper-clothes", "Pants"],
+                      latency_ms=1.0, indexed_at=T0)
+    assert codec.decode(IndexedEvent, codec.encode(ix)) == ix
+
+
+@pytest.mark.parametrize("over,fragment", [
+    ({"images": [{"uri": "s3://b/a.jpg"}]}, "either 'image' or 'images'"),
+    ({"image": None, "images": []}, "at least 1 item"),
+    ({"image": None, "images": [{"uri": f"s3://b/{i}.jpg"} for i in range(9)]}, "at most 8 items"),
+    ({"garments": []}, "at least 1 item"),
+    ({"garments": ["Jacket"]}, "unknown garment label 'Jacket'"),
+    ({"op": "delete", "image": None, "garments": ["Dress"]}, "a delete carries no garments"),
+    ({"op": "delete", "image": None, "images": [{"uri": "s3://b/a.jpg"}]}, "a delete carries no image"),
+    ({"image": None, "images": [{"bytes": base64.b64encode(b"x" * (MAX_INLINE_IMAGE_BYTES // 2 + 1)).decode()}] * 2},
+     "inline images total"),
+])
+def test_1_1_product_fields_refused_readably(over, fragment):
+    _refused(ProductEvent, _product(**over), fragment)
+    if fragment != "inline images total":  # the one rule beyond JSON Schema (named in its description)
+        assert not _schema_accepts(ProductEvent, _product(**over)), "the schema accepts what the workers refuse"
+
+
+def test_1_1_inline_total_rule_is_named_in_the_schema():
+    assert "inline images total at most" in (SCHEMA_DIR / "ProductEvent.json").read_text()
+
+
+@pytest.mark.parametrize("doc", [
+    _product(image=None, images=[{"uri": "s3://b/front.jpg"}, {"bytes": "/9j/"}]),
+    _product(image=None, images=[{"uri": f"s3://b/{i}.jpg"} for i in range(8)], garments=["Dress", "Bag"]),
+    _product(garments=["Upper-clothes"]),
+    {"tenant": "acme", "product_id": "p1", "op": "delete", "images": None, "garments": None},
+], ids=["two images", "eight images and garments", "one image and garments", "delete with explicit nulls"])
+def test_both_accept_1_1_products(doc):
+    assert _model_accepts(ProductEvent, json.dumps(doc).encode())
+    assert _schema_accepts(ProductEvent, doc)
