@@ -1,8 +1,13 @@
 """From a segmentation label map to garment boxes and crops (pure numpy/Pillow, no torch).
 
-Semantics follow the seed (torchvision ``masks_to_boxes`` + crop + resize): per garment label, the
-box spans every pixel of that label (so two shoes far apart give one wide box for each shoe label);
-the crop is taken from the ORIGINAL image and resized to ``crop_size`` squared. The background outside
+Garments are objects, not label sums (``GarmentRules``): per garment label the mask is cut into connected
+regions; specks are dropped, the largest region is kept together with the regions close to it (a garment split
+by an arm, a bag strap or an occluder, the two legs of a pair of pants), and stray blobs of the same label
+elsewhere in the image are left out, so the box and the crop hold the garment and not the whole image. A label
+has a minimum size (small for hats, bags, sunglasses, belts, shoes, scarves). The rules' defaults were chosen on
+``python -m bench relevance`` (see bench/RESULTS.md); ``GarmentRules(mode="label_sum")`` is the seed's rule (the
+box spans every pixel of the label, as torchvision ``masks_to_boxes``).
+The crop is taken from the ORIGINAL image and resized to ``crop_size`` squared. The background outside
 the mask is kept by default, as in the seed (``blank_background`` greys it out).
 
 Images are letterboxed into the model's fixed S x S input (scaled to fit, padded right/bottom) so
@@ -13,7 +18,7 @@ original size, so boxes are in original pixels.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -38,6 +43,103 @@ class GarmentCrop:
     bbox: BBox
     mask_fraction: float
     crop: np.ndarray  # crop_size x crop_size x 3 uint8
+    mask: np.ndarray | None = field(default=None, repr=False)  # bool, the garment's pixels inside bbox
+
+
+# Labels of garments that are small in a photo: their minimum size is SMALL_MIN_FRACTION, not min_fraction.
+SMALL_LABELS = frozenset({"Hat", "Sunglasses", "Belt", "Left-shoe", "Right-shoe", "Bag", "Scarf"})
+
+
+@dataclass(frozen=True)
+class GarmentRules:
+    """How a label's pixels become one garment object (fractions are of the image area / shorter side)."""
+
+    mode: str = "components"  # "components" | "label_sum" (the seed: every pixel of the label, one box)
+    min_region_fraction: float = 0.0005  # regions smaller than this are specks, dropped before anything else
+    merge_gap_fraction: float = 0.04  # regions whose box is this close to the kept garment's box join it
+    min_fraction: float | None = None  # a garment smaller than this is noise (None: the caller's min_mask_fraction)
+    small_min_fraction: float = 0.0015  # the same for SMALL_LABELS
+
+    def min_for(self, label: str, default: float) -> float:
+        base = default if self.min_fraction is None else self.min_fraction
+        return min(base, self.small_min_fraction) if label in SMALL_LABELS else base
+
+
+def connected_regions(mask: np.ndarray, max_side: int = 160) -> tuple[np.ndarray, int]:
+    """4-connected regions of ``mask`` as an int32 map (0 = outside, 1..n) and n. Pure numpy: labels spread
+    to the minimum over neighbours with pointer jumping, on a grid of at most ``max_side`` cells a side (pixels
+    of one cell count as touching, so regions closer than a cell join)."""
+    h, w = mask.shape
+    f = max(1, -(-max(h, w) // max_side))
+    if f > 1:
+        hh, ww = -(-h // f), -(-w // f)
+        padded = np.zeros((hh * f, ww * f), bool)
+        padded[:h, :w] = mask
+        coarse = padded.reshape(hh, f, ww, f).any(axis=(1, 3))
+    else:
+        coarse = mask.astype(bool)
+    ch, cw = coarse.shape
+    big = np.int64(ch * cw)
+    lab = np.where(coarse, np.arange(ch * cw, dtype=np.int64).reshape(ch, cw), big)
+    flat_mask = coarse.ravel()
+    while True:
+        new = lab.copy()
+        np.minimum(new[1:], lab[:-1], out=new[1:])
+        np.minimum(new[:-1], lab[1:], out=new[:-1])
+        np.minimum(new[:, 1:], lab[:, :-1], out=new[:, 1:])
+        np.minimum(new[:, :-1], lab[:, 1:], out=new[:, :-1])
+        new[~coarse] = big
+        flat = new.ravel()
+        flat[flat_mask] = flat[flat[flat_mask]]  # pointer jumping: follow the label to its own label
+        if np.array_equal(new, lab):
+            break
+        lab = new
+    roots, inverse = np.unique(lab.ravel(), return_inverse=True)
+    ids = inverse.reshape(ch, cw).astype(np.int32) + 1
+    ids[~coarse] = 0
+    n = len(roots) - (1 if roots[-1] == big else 0)
+    if f > 1:
+        ids = np.repeat(np.repeat(ids, f, axis=0), f, axis=1)[:h, :w]
+    return np.where(mask, ids, 0).astype(np.int32), n
+
+
+def _box_gap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """Chebyshev gap in pixels between half-open boxes (x0, y0, x1, y1); 0 when they touch or overlap."""
+    gx = max(0, a[0] - b[2], b[0] - a[2])
+    gy = max(0, a[1] - b[3], b[1] - a[3])
+    return max(gx, gy)
+
+
+def garment_object(mask: np.ndarray, rules: GarmentRules) -> np.ndarray:
+    """One label's mask -> the garment's pixels: the largest region plus the regions near it (``rules``)."""
+    if rules.mode == "label_sum":
+        return mask
+    ids, n = connected_regions(mask)
+    if n <= 1:
+        return mask
+    area = np.bincount(ids.ravel(), minlength=n + 1)[1:]
+    total = mask.size
+    regions = []
+    for r in np.argsort(-area, kind="stable"):
+        if area[r] < rules.min_region_fraction * total:
+            break
+        ys, xs = np.nonzero(ids == r + 1)
+        regions.append((int(r) + 1, (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)))
+    if not regions:
+        return np.zeros_like(mask)
+    gap = rules.merge_gap_fraction * min(mask.shape)
+    keep, box = [regions[0][0]], regions[0][1]
+    rest = regions[1:]
+    grown = True
+    while grown:  # join every region close to the garment so far, until none is
+        grown = False
+        for r, b in list(rest):
+            if _box_gap(box, b) <= gap:
+                keep.append(r)
+                box = (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
+                rest.remove((r, b))
+                grown = True
+    return np.isin(ids, keep)
 
 
 def letterbox(img: Image.Image, size: int) -> tuple[np.ndarray, Letterbox]:
@@ -94,10 +196,12 @@ def extract_garments(
     blank_background: bool = False,
     only: set[str] | None = None,
     open_fraction: float = 0.0,
+    rules: GarmentRules = GarmentRules(),
 ) -> list[GarmentCrop]:
     """One GarmentCrop per garment label present (largest first), body parts and specks left out.
 
-    ``open_fraction`` > 0 opens each mask with a square of that fraction of the shorter image side first.
+    ``open_fraction`` > 0 opens each mask with a square of that fraction of the shorter image side first;
+    ``rules`` then turn the label's pixels into one garment object.
     """
     if label_map.shape != (image.height, image.width):
         raise ValueError(f"label map {label_map.shape} does not match image {image.height}x{image.width}")
@@ -109,14 +213,15 @@ def extract_garments(
     for label_id in np.argsort(-counts[: len(LABELS)], kind="stable"):
         label_id = int(label_id)
         frac = counts[label_id] / total
-        if label_id not in garment_label_ids or counts[label_id] == 0 or frac < min_mask_fraction:
-            continue
         name = LABELS[label_id]
+        least = rules.min_for(name, min_mask_fraction)
+        if label_id not in garment_label_ids or counts[label_id] == 0 or frac < least:
+            continue
         if only is not None and name not in only:
             continue
-        mask = open_mask(label_map == label_id, k)
+        mask = garment_object(open_mask(label_map == label_id, k), rules)
         frac = float(mask.sum()) / total
-        if frac < min_mask_fraction:
+        if frac < least:
             continue
         box = mask_to_box(mask)
         if box is None:
@@ -125,7 +230,8 @@ def extract_garments(
         if blank_background:
             region = np.where(mask[box.y0 : box.y1, box.x0 : box.x1, None], region, np.uint8(128))
         crop = np.asarray(Image.fromarray(np.ascontiguousarray(region)).resize((crop_size, crop_size), Image.BILINEAR))
-        found.append(GarmentCrop(name, box, float(frac), crop))
+        found.append(GarmentCrop(name, box, float(frac), crop, mask[box.y0 : box.y1, box.x0 : box.x1]))
+    found.sort(key=lambda g: -g.mask_fraction)  # largest first, as before the rules
     return found
 
 

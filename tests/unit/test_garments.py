@@ -10,7 +10,9 @@ from PIL import Image
 
 from contracts.models import DEFAULT_NON_GARMENT_LABELS, LABEL_IDS, LABELS, BBox
 from workers.garments import (
+    GarmentRules,
     Letterbox,
+    connected_regions,
     as_indexed,
     decode_jpeg,
     encode_jpeg,
@@ -35,6 +37,9 @@ def _extract(pixels: np.ndarray, label_map: np.ndarray, **kw):
     kw.setdefault("min_mask_fraction", 0.0)
     kw.setdefault("crop_size", 32)
     return extract_garments(Image.fromarray(pixels), label_map.astype(np.uint8), **kw)
+
+
+LABEL_SUM = GarmentRules(mode="label_sum")  # the seed's rule: one box over every pixel of the label
 
 
 def _box(found, label):
@@ -62,7 +67,7 @@ def test_known_rectangles_give_exact_boxes_and_fractions():
     lm[60:80, 90:100] = L["Bag"]              # 20 x 10 = 200, touching the image corner
     lm[2:4, 60:62] = L["Left-shoe"]           # two far-apart blobs of one label: one wide box
     lm[50:53, 70:72] = L["Left-shoe"]         # 4 + 6 = 10
-    found = _extract(_noise_image(w, h), lm)
+    found = _extract(_noise_image(w, h), lm, rules=LABEL_SUM)
     assert [g.label for g in found] == ["Pants", "Upper-clothes", "Bag", "Left-shoe"]  # largest first
     assert _box(found, "Pants") == BBox(x0=20, y0=30, x1=50, y1=70)
     assert _box(found, "Upper-clothes") == BBox(x0=10, y0=5, x1=40, y1=25)
@@ -125,9 +130,13 @@ def test_masks_below_min_fraction_are_skipped():
     lm[0:10, 0:10] = L["Hat"]            # 1 %
     lm[50:54, 50:54] = L["Sunglasses"]   # 0.16 %
     lm[60:65, 0:10] = L["Belt"]          # 0.5 %: exactly at the threshold is kept
-    found = _extract(_noise_image(100, 100), lm, min_mask_fraction=0.005)
+    no_small_rule = GarmentRules(small_min_fraction=1.0)
+    found = _extract(_noise_image(100, 100), lm, min_mask_fraction=0.005, rules=no_small_rule)
     assert [g.label for g in found] == ["Hat", "Belt"]
-    assert _extract(_noise_image(100, 100), lm, min_mask_fraction=0.011) == []
+    assert _extract(_noise_image(100, 100), lm, min_mask_fraction=0.011, rules=no_small_rule) == []
+    # with the default rules small labels have their own, lower minimum (0.15 %)
+    found = _extract(_noise_image(100, 100), lm, min_mask_fraction=0.005)
+    assert [g.label for g in found] == ["Hat", "Belt", "Sunglasses"]
 
 
 def test_only_filter():
@@ -236,7 +245,7 @@ def test_extract_with_open_fraction_drops_fringe_from_the_box():
     lm[40:42, 70:95] = L["Upper-clothes"]   # 2 px fringe arm
     lm[90, 5] = L["Upper-clothes"]          # a speck far away
     pixels = _noise_image(w, h)
-    (raw,) = _extract(pixels, lm)
+    (raw,) = _extract(pixels, lm, rules=LABEL_SUM)
     assert raw.bbox == BBox(x0=5, y0=20, x1=95, y1=91)
     (g,) = _extract(pixels, lm, open_fraction=0.04)
     assert g.bbox == BBox(x0=30, y0=20, x1=70, y1=60)
@@ -338,3 +347,63 @@ def test_as_indexed_is_the_jpeg_round_trip():
     assert idx.shape == pixels.shape
     assert np.array_equal(idx, decode_jpeg(encode_jpeg(pixels, 90), 32))
     assert not np.array_equal(idx, pixels)  # lossy: the index sees the JPEG pixels
+
+
+# --------------------------------------------------------------------------- garments as objects
+
+def test_connected_regions_counts_and_separates_blobs():
+    m = np.zeros((40, 50), bool)
+    m[2:10, 2:10] = True
+    m[20:30, 30:45] = True
+    m[35, 0:50] = True                       # a thin line across the whole width
+    ids, n = connected_regions(m)
+    assert n == 3
+    assert set(np.unique(ids[m])) == {1, 2, 3} and (ids[~m] == 0).all()
+    assert len({int(ids[5, 5]), int(ids[25, 35]), int(ids[35, 10])}) == 3
+    assert ids[35, 0] == ids[35, 49]          # one region end to end
+
+
+def test_connected_regions_follows_a_snake():
+    m = np.zeros((30, 30), bool)
+    for r in range(0, 30, 4):                 # rows joined alternately at the right and left ends
+        m[r, :] = True
+        if r + 4 < 30:
+            m[r:r + 4, 29 if (r // 4) % 2 == 0 else 0] = True
+    ids, n = connected_regions(m, max_side=1000)
+    assert n == 1 and (ids[m] == 1).all()
+
+
+def test_connected_regions_on_a_coarse_grid_keeps_pixels_exact():
+    m = np.zeros((600, 400), bool)            # larger than max_side: labelled on a coarse grid
+    m[10:100, 10:100] = True
+    m[300:500, 200:390] = True
+    ids, n = connected_regions(m, max_side=100)
+    assert n == 2 and ((ids > 0) == m).all()
+
+
+def test_a_stray_blob_far_away_is_not_part_of_the_garment():
+    lm = np.zeros((200, 200), np.uint8)
+    lm[40:140, 50:150] = L["Upper-clothes"]    # the top
+    lm[180:195, 5:20] = L["Upper-clothes"]     # a red thing in the background, far away
+    (g,) = _extract(_noise_image(200, 200), lm)
+    assert g.bbox == BBox(x0=50, y0=40, x1=150, y1=140)
+    assert g.mask_fraction == pytest.approx(10000 / 40000)
+    assert g.mask.shape == (100, 100) and g.mask.all()
+
+
+def test_parts_close_together_are_one_garment():
+    lm = np.zeros((200, 200), np.uint8)
+    lm[100:190, 60:95] = L["Pants"]            # left leg
+    lm[100:190, 101:136] = L["Pants"]          # right leg, a 6 px gap (gap rule: 4 % of 200 = 8 px)
+    (g,) = _extract(_noise_image(200, 200), lm)
+    assert g.bbox == BBox(x0=60, y0=100, x1=136, y1=190)
+    (far,) = _extract(_noise_image(200, 200), lm, rules=GarmentRules(merge_gap_fraction=0.01))
+    assert far.bbox.x1 - far.bbox.x0 == 35    # with a 2 px rule only one leg (the first of two equal ones)
+
+
+def test_specks_are_dropped_before_merging():
+    lm = np.zeros((200, 200), np.uint8)
+    lm[50:150, 50:150] = L["Dress"]
+    lm[152, 152] = L["Dress"]                  # one pixel next to it: under min_region_fraction
+    (g,) = _extract(_noise_image(200, 200), lm)
+    assert g.bbox == BBox(x0=50, y0=50, x1=150, y1=150)
