@@ -44,14 +44,33 @@ def _colour(rng: random.Random, hue_deg: float) -> tuple[tuple[int, int, int], t
     return c1, c2  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Cloth:
+    """How one garment looks, so the same product can be drawn again (another shot, a street look)."""
+
+    c1: tuple[int, int, int]
+    c2: tuple[int, int, int]
+    pattern: str
+    step: int
+    shape: str = "rect"
+
+
 def _fill(img: Image.Image, box, rng: random.Random, hue: float, pattern: str, shape: str = "rect") -> None:
     """Paint one garment: a shade of ``hue`` with a pattern, clipped to its shape (nothing spills out)."""
     c1, c2 = _colour(rng, hue)
-    x0, y0, x1, y1 = box
+    paint(img, box, Cloth(c1, c2, pattern, rng.randint(6, 14), shape))
+
+
+def paint(img: Image.Image, box, cloth: Cloth, ids=None, value: int = 0, flip: bool = False) -> None:
+    """Paint ``cloth`` into ``box`` of ``img``; where it lands, ``ids`` (a numpy label array the size of the
+    image, optional) is set to ``value``: the ground-truth mask. ``flip`` mirrors it (the back of a garment)."""
+    c1, c2, pattern, step, shape = cloth.c1, cloth.c2, cloth.pattern, cloth.step, cloth.shape
+    x0, y0, x1, y1 = (int(v) for v in box)
     w, h = x1 - x0, y1 - y0
+    if w < 2 or h < 2:
+        return
     tile = Image.new("RGB", (w, h), c1)
     d = ImageDraw.Draw(tile)
-    step = rng.randint(6, 14)
     if pattern == "stripes":
         for y in range(2, h - 2, step):
             d.line([(0, y), (w, y)], fill=c2, width=max(2, step // 3))
@@ -75,7 +94,18 @@ def _fill(img: Image.Image, box, rng: random.Random, hue: float, pattern: str, s
         md.polygon([(inset, 0), (w - 1 - inset, 0), (w - 1, h - 1), (0, h - 1)], fill=255)
     else:
         md.rectangle([0, 0, w - 1, h - 1], fill=255)
+    if flip:
+        tile, mask = tile.transpose(Image.FLIP_LEFT_RIGHT), mask.transpose(Image.FLIP_LEFT_RIGHT)
     img.paste(tile, (x0, y0), mask)
+    if ids is not None:
+        import numpy as np
+
+        m = np.asarray(mask) > 127
+        H, W = ids.shape
+        cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
+        if cx1 > cx0 and cy1 > cy0:
+            sub = m[cy0 - y0: cy1 - y0, cx0 - x0: cx1 - x0]
+            ids[cy0:cy1, cx0:cx1][sub] = value
 
 
 def _background(rng: random.Random, size: tuple[int, int]) -> Image.Image:

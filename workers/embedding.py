@@ -65,8 +65,9 @@ class EmbeddingStage:
         if ev.op == "delete":
             return Change(ev.tenant, ev.product_id, "delete", version)
         rows = [
-            GarmentRow(garment_id(ev.tenant, ev.product_id, ev.image_id, g.label), ev.tenant, ev.product_id,
-                       ev.image_id, g.label, [g.bbox.x0, g.bbox.y0, g.bbox.x1, g.bbox.y1], ev.metadata, v, version)
+            GarmentRow(garment_id(ev.tenant, ev.product_id, g.image_id or ev.image_id, g.label), ev.tenant,
+                       ev.product_id, g.image_id or ev.image_id, g.label, [g.bbox.x0, g.bbox.y0, g.bbox.x1, g.bbox.y1],
+                       ev.metadata, v, version)
             for g, v in zip(ev.garments, vectors)
         ]
         return Change(ev.tenant, ev.product_id, "upsert", version, rows, ev.metadata)
@@ -81,8 +82,14 @@ class EmbeddingStage:
             m.END_TO_END_SECONDS.labels(self.name).observe(max(0.0, latency))
             for r in rows:
                 m.GARMENTS_INDEXED.labels(r.label).inc()
+        status = done.status
+        # the product named its garments and none of them was found (found_labels says what was)
+        if status == "no_garments" and ev.wanted_labels is not None and ev.found_labels:
+            status = "garment_not_found"
         out = IndexedEvent(event_id=ev.event_id, tenant=ev.tenant, product_id=ev.product_id, op=ev.op,
-                           status=done.status, image_id=ev.image_id, labels=[r.label for r in rows],
+                           status=status, image_id=ev.image_id, image_ids=list(ev.image_ids),
+                           wanted_labels=ev.wanted_labels, found_labels=list(ev.found_labels),
+                           labels=[r.label for r in rows],
                            garment_ids=[r.id for r in rows], removed=done.removed, latency_ms=latency * 1000,
                            indexed_at=now)
         return Result([Out.of(self.s.topic_indexed, out, key=f"{ev.tenant}:{ev.product_id}")])

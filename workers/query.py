@@ -18,7 +18,7 @@ import numpy as np
 
 from contracts import codec
 from contracts.models import (
-    BBox, GarmentMatches, LookReply, LookRequest, Match, ReplyStatus, utc_now,
+    MAX_PRODUCT_IMAGES, BBox, GarmentMatches, LookReply, LookRequest, Match, ReplyStatus, utc_now,
 )
 
 from . import metrics as m
@@ -26,7 +26,7 @@ from .errors import DependencyError, PoisonError
 from .fetch import FetchUnavailable
 from .garments import as_indexed, extract_garments, letterbox, unletterbox
 from .images import decode_image, image_bytes
-from .ranking import rank
+from .ranking import best_per_product, rank
 from .runtime import Item, Out, Record, Result, Timings
 from .settings import MAX_RECORD_BYTES, Settings
 from .store import GarmentIndex, MetadataCache, live_hits
@@ -131,7 +131,8 @@ class QueryStage:
                 only = set(req.garments) if req.garments else None
                 found = extract_garments(img, unletterbox(lm, lb), garment_label_ids=self.s.garment_label_ids,
                                          min_mask_fraction=self.s.min_mask_fraction, crop_size=self.s.crop_size,
-                                         blank_background=self.s.blank_background, open_fraction=self.s.mask_open_fraction, only=only)
+                                         blank_background=self.s.blank_background, open_fraction=self.s.mask_open_fraction, only=only,
+                                         rules=self.s.garment_rules)
                 per_request.append((i, req, own, found, len(all_crops)))
                 all_crops += [as_indexed(g.crop) for g in found]  # the pixels the index saw
         crop_ms = (time.perf_counter() - t0) * 1000 / len(pending)
@@ -156,7 +157,8 @@ class QueryStage:
         garments: list[GarmentMatches] = []
         failed: list[str] = []
         queries = [(g.label, vec) for g, vec in zip(found, vectors)]
-        limit = min(2 * req.top_k, 16384)  # room for hits the states refuse
+        # room for hits the states refuse, and for a product's other images (one match per product)
+        limit = min(2 * req.top_k * MAX_PRODUCT_IMAGES, 16384)
         t0 = time.perf_counter()
         with self.timings("search"):
             searched = self.index.search_garments(req.tenant, queries, limit, req.filters)
@@ -184,7 +186,7 @@ class QueryStage:
                     failed.append(g.label)
                     continue
                 matches = []
-                for h in hits[: req.top_k]:
+                for h in best_per_product(hits, req.top_k):  # a product once: its best image
                     st = states.get(h.product_id) if states else None
                     cached = st.metadata if st is not None and not st.deleted and st.version >= h.version else None
                     matches.append(Match(product_id=h.product_id, score=round(h.score, 6),

@@ -15,6 +15,21 @@ from contracts.models import GarmentMatches, RankedProduct
 MISSING_DISTANCE = 2.0
 
 
+def best_per_product(hits: list, k: int) -> list:
+    """The first (best) hit of each product, at most ``k``: a product indexed from several images (front, back,
+    flat...) is listed once per garment. ``hits`` are ordered best first; the search over-fetches
+    (``k * MAX_PRODUCT_IMAGES``) so k distinct products are there whenever the index holds them."""
+    seen: set[str] = set()
+    out = []
+    for h in hits:
+        if h.product_id not in seen:
+            seen.add(h.product_id)
+            out.append(h)
+            if len(out) == k:
+                break
+    return out
+
+
 def rank(garments: list[GarmentMatches], strategy: str, limit: int | None = None) -> list[RankedProduct]:
     labels: dict[str, list[str]] = defaultdict(list)
     best: dict[str, float] = defaultdict(lambda: -1.0)

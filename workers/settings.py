@@ -94,6 +94,15 @@ class Settings(BaseSettings):
     mask_open_fraction: float = Field(
         0.02, ge=0, le=0.2, description="open garment masks with a square of this fraction of the shorter side (0 = off)")
     blank_background: bool = Field(False, description="grey out pixels outside the garment mask in the crop")
+    # How a label's pixels become one garment object (workers.garments.GarmentRules; chosen on bench relevance).
+    garment_rule: Literal["components", "label_sum"] = Field(
+        "components", description="components: the largest connected region and those near it; label_sum: the seed")
+    garment_merge_gap_fraction: float = Field(
+        0.04, ge=0, le=1, description="regions this close (fraction of the shorter side) to a garment join it")
+    garment_min_region_fraction: float = Field(
+        0.0005, ge=0, le=1, description="connected regions smaller than this (of the image area) are specks")
+    small_garment_min_fraction: float = Field(
+        0.0015, ge=0, le=1, description="min_mask_fraction for small garments (hats, bags, sunglasses, shoes...)")
 
     # --- Images
     max_image_bytes: int = 8 * 1024 * 1024
@@ -161,6 +170,14 @@ class Settings(BaseSettings):
 
         skip = set(self.non_garment_labels)
         return frozenset(i for i, name in enumerate(LABELS) if name not in skip)
+
+    @property
+    def garment_rules(self):
+        from .garments import GarmentRules
+
+        return GarmentRules(mode=self.garment_rule, min_region_fraction=self.garment_min_region_fraction,
+                            merge_gap_fraction=self.garment_merge_gap_fraction,
+                            small_min_fraction=self.small_garment_min_fraction)
 
     def kafka_common(self) -> dict:
         """Connection settings shared by producers, consumers and admin clients."""

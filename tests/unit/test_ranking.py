@@ -107,3 +107,15 @@ def test_limit_and_empty(strategy):
 def test_unknown_strategy_raises():
     with pytest.raises(ValueError, match="unknown strategy 'best_guess'"):
         rank(LOOK, "best_guess")
+
+
+def test_best_per_product_keeps_each_products_best_hit_in_order():
+    from types import SimpleNamespace as H
+
+    from workers.ranking import best_per_product
+
+    hits = [H(product_id=p, score=s) for p, s in
+            [("a", 0.9), ("a", 0.8), ("b", 0.7), ("a", 0.6), ("c", 0.5), ("b", 0.4), ("d", 0.3)]]
+    assert [(h.product_id, h.score) for h in best_per_product(hits, 3)] == [("a", 0.9), ("b", 0.7), ("c", 0.5)]
+    assert [h.product_id for h in best_per_product(hits, 10)] == ["a", "b", "c", "d"]
+    assert best_per_product([], 3) == []
