@@ -9,6 +9,7 @@ tritonserver and worker processes in a temporary state folder on free loopback p
     .venv/bin/python -m bench all      [--quick]            all of the above on one stack
     .venv/bin/python -m bench fastpath [--n 100]            issue 17 before/after: torch + 500 ms fetch waits vs the
                                                             CPU fast path (ONNX runtimes, 20 ms fetch waits, arenas)
+    .venv/bin/python -m bench relevance [--quick]           shop-the-look recall on a rendered ground truth (bench/relevance.py)
 
 Weights: declared random tiny SegFormer + random ResNet50 by default (cached in bench/out/weights/); ``--full`` uses a
 random SegFormer-b2; ``--use-repo-weights`` serves the weights in triton_models/ (pulled ones if ``lookstream models
@@ -101,7 +102,10 @@ class Bench:
     def __init__(self, args):
         self.a = args
         self.machine = h.machine()
-        self.weights = h.prepare_weights(args.full, args.use_repo_weights, args.fresh_weights, echo=log)
+        if getattr(args, "models", None):  # relevance: a model source repository of the caller's choice
+            self.weights = h.repo_weights(Path(args.models))
+        else:
+            self.weights = h.prepare_weights(args.full, args.use_repo_weights, args.fresh_weights, echo=log)
         self.stack: h.BenchStack | None = None
         self.main_ns: h.Namespace | None = None
         self.ingest_result: dict | None = None
@@ -528,6 +532,12 @@ class Bench:
                     goal=goal, goal_label=f"worker goal {goal} MB")
         return out
 
+    # -- 6. relevance
+    def do_relevance(self) -> dict:
+        from bench import relevance
+
+        return relevance.run(self)
+
     # -- 4. scaling
     def do_scaling(self) -> dict:
         quick = self.a.quick
@@ -767,6 +777,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, parents=[common], help=text, description=text)
         if name == "all":
             sp.add_argument("--skip", default="", help="comma list of benchmarks to leave out")
+    rel = sub.add_parser("relevance", parents=[common], help="shop-the-look recall on a rendered ground truth",
+                         description="shop-the-look recall on a rendered ground truth (bench/relevance.py)")
+    r = rel.add_argument_group("relevance")
+    r.add_argument("--products", type=int, default=300, help="catalog products (default 300)")
+    r.add_argument("--looks", type=int, default=300, help="street looks asked (default 300)")
+    r.add_argument("--render-seed", type=int, default=1, help="rendering seed of the products and shop images")
+    r.add_argument("--look-seed", type=int, default=1001, help="held-out rendering seed of the street looks")
+    r.add_argument("--colour-mode", choices=["family", "random"], default="family",
+                   help="garment colours in their label's hue family (today's colour-rule segmenter) or any hue")
+    r.add_argument("--models", default=None, help="a Triton model source repository to serve (default: the "
+                                                   "weights of --full/--use-repo-weights/declared random tiny)")
+    r.add_argument("--segmenter", default="segformer", help="Triton model name of the segmenter (default segformer)")
+    r.add_argument("--embedder", default="resnet50", help="Triton model name of the embedder (default resnet50)")
+    r.add_argument("--look-clients", dest="rel_clients", type=int, default=4, help="concurrent LookClients (default 4)")
     return ap
 
 
@@ -779,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     b = Bench(args)
     plan = {"ingest": ["ingest"], "baseline": ["baseline"], "query": ["query"], "scaling": ["scaling"],
-            "footprint": ["footprint"],
+            "footprint": ["footprint"], "relevance": ["relevance"],
             "all": ["ingest", "baseline", "query", "footprint", "scaling"]}[args.cmd]
     if args.cmd == "all":
         plan = [p for p in plan if p not in set(filter(None, args.skip.split(",")))]

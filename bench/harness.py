@@ -97,6 +97,19 @@ def prepare_weights(full: bool = False, use_repo_weights: bool = False, fresh: b
     return Weights(src, key, "random", detail)
 
 
+def repo_weights(src: Path) -> Weights:
+    """Any Triton model source repository (config.pbtxt + 1/model.py + 1/weights per model), as its provenance says."""
+    prov = model_repo.weights_provenance(src)
+    missing = [m for m, p in prov.items() if p.get("missing")]
+    if missing:
+        raise SystemExit(f"--models {src}: no weights for {', '.join(missing)}")
+    randoms = {m for m, p in prov.items() if p.get("random")}
+    origin = "random" if len(randoms) == len(prov) else ("pulled" if not randoms else "mixed")
+    tiny = bool(prov.get("segformer", {}).get("tiny"))
+    detail = "; ".join(f"{m}: {'RANDOM ' if p.get('random') else ''}{p.get('source')}" for m, p in prov.items())
+    return Weights(src.resolve(), "tiny" if tiny else "full", origin, f"models from {src} ({detail})")
+
+
 # --------------------------------------------------------------------------- the stack
 @dataclass
 class Namespace:

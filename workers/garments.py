@@ -56,7 +56,7 @@ class GarmentRules:
 
     mode: str = "components"  # "components" | "label_sum" (the seed: every pixel of the label, one box)
     min_region_fraction: float = 0.0005  # regions smaller than this are specks, dropped before anything else
-    merge_gap_fraction: float = 0.04  # regions whose box is this close to the kept garment's box join it
+    merge_gap_fraction: float = 0.02  # regions whose box is this close to the kept garment's box join it
     min_fraction: float | None = None  # a garment smaller than this is noise (None: the caller's min_mask_fraction)
     small_min_fraction: float = 0.0015  # the same for SMALL_LABELS
 

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     garment_rule: Literal["components", "label_sum"] = Field(
         "components", description="components: the largest connected region and those near it; label_sum: the seed")
     garment_merge_gap_fraction: float = Field(
-        0.04, ge=0, le=1, description="regions this close (fraction of the shorter side) to a garment join it")
+        0.02, ge=0, le=1, description="regions this close (fraction of the shorter side) to a garment join it")
     garment_min_region_fraction: float = Field(
         0.0005, ge=0, le=1, description="connected regions smaller than this (of the image area) are specks")
     small_garment_min_fraction: float = Field(

@@ -394,11 +394,11 @@ def test_a_stray_blob_far_away_is_not_part_of_the_garment():
 def test_parts_close_together_are_one_garment():
     lm = np.zeros((200, 200), np.uint8)
     lm[100:190, 60:95] = L["Pants"]            # left leg
-    lm[100:190, 101:136] = L["Pants"]          # right leg, a 6 px gap (gap rule: 4 % of 200 = 8 px)
+    lm[100:190, 99:134] = L["Pants"]           # right leg, a 4 px gap (gap rule: 2 % of 200 = 4 px)
     (g,) = _extract(_noise_image(200, 200), lm)
-    assert g.bbox == BBox(x0=60, y0=100, x1=136, y1=190)
-    (far,) = _extract(_noise_image(200, 200), lm, rules=GarmentRules(merge_gap_fraction=0.01))
-    assert far.bbox.x1 - far.bbox.x0 == 35    # with a 2 px rule only one leg (the first of two equal ones)
+    assert g.bbox == BBox(x0=60, y0=100, x1=134, y1=190)
+    (far,) = _extract(_noise_image(200, 200), lm, rules=GarmentRules(merge_gap_fraction=0.005))
+    assert far.bbox.x1 - far.bbox.x0 == 35    # with a 1 px rule only one leg (the first of two equal ones)
 
 
 def test_specks_are_dropped_before_merging():
