@@ -26,12 +26,25 @@ class CatalogEntry:
     product_id: str
     image: Path
     metadata: dict
+    more_images: tuple[Path, ...] = ()  # further shots of the product (back, flat, on model)
+    garments: tuple[str, ...] | None = None  # the labels the product is (None: every garment found)
+
+    def event_fields(self) -> dict:
+        """ProductEvent fields for this entry's images and garments."""
+        if self.more_images:
+            out: dict = {"images": [{"bytes": p.read_bytes()} for p in (self.image, *self.more_images)]}
+        else:
+            out = {"image": {"bytes": self.image.read_bytes()}}
+        if self.garments is not None:
+            out["garments"] = list(self.garments)
+        return out
 
 
 def read_catalog(path: Path) -> list[CatalogEntry]:
     """A folder with catalog.jsonl, a folder of images (id = file stem), a .jsonl or a .csv file.
 
-    JSONL lines: {"product_id", "image" (path relative to the file), "metadata": {...}}.
+    JSONL lines: {"product_id", "image" (path relative to the file), "metadata": {...}}, optionally "images"
+    (further shots, paths relative to the file) and "garments" (the labels the product is, e.g. ["Dress"]).
     CSV columns: product_id, image, and any of title, brand, category, price, currency, url, in_stock.
     """
     path = Path(path)
@@ -48,7 +61,10 @@ def read_catalog(path: Path) -> list[CatalogEntry]:
             if line.strip():
                 try:
                     d = json.loads(line)
-                    out.append(CatalogEntry(str(d["product_id"]), path.parent / d["image"], d.get("metadata", {})))
+                    garments = d.get("garments")
+                    out.append(CatalogEntry(str(d["product_id"]), path.parent / d["image"], d.get("metadata", {}),
+                                            tuple(path.parent / i for i in d.get("images", ())),
+                                            tuple(garments) if garments is not None else None))
                 except (ValueError, KeyError) as e:
                     raise ValueError(f"{path}:{n}: bad catalog line ({e})") from None
         return out
@@ -71,6 +87,7 @@ class IngestReport:
     published: int = 0
     indexed: int = 0
     no_garments: int = 0
+    garment_not_found: int = 0  # the product named its garments and none was found
     deleted: int = 0
     stale: int = 0  # skipped: older than what the product already holds (a replayed old event)
     failed: dict[str, str] = field(default_factory=dict)  # product_id -> reason
@@ -81,6 +98,7 @@ class IngestReport:
 
     def summary(self) -> str:
         lines = [f"published {self.published}, indexed {self.indexed}, no garments {self.no_garments}, "
+                 f"own garment not found {self.garment_not_found}, "
                  f"deleted {self.deleted}, stale {self.stale}, failed {len(self.failed)}, no outcome {len(self.missing)} "
                  f"in {self.seconds:.1f} s ({self.published / max(self.seconds, 1e-9):.2f} events/s)"]
         if self.labels:
@@ -137,8 +155,7 @@ def ingest(s: Settings, entries: list[CatalogEntry], tenant: str, *, wait: bool 
     try:
         with CatalogPublisher(s.bootstrap_servers, topic=s.topic_products, **_extra(s)) as pub:
             for e in entries:
-                ev = ProductEvent(tenant=tenant, product_id=e.product_id, image={"bytes": e.image.read_bytes()},
-                                  metadata=e.metadata)
+                ev = ProductEvent(tenant=tenant, product_id=e.product_id, metadata=e.metadata, **e.event_fields())
                 pub.publish(ev)
                 events[ev.event_id] = e.product_id
         report.published = len(events)
@@ -162,6 +179,8 @@ def ingest(s: Settings, entries: list[CatalogEntry], tenant: str, *, wait: bool 
                     report.no_garments += 1
                 elif out.status == "stale":
                     report.stale += 1
+                elif out.status == "garment_not_found":
+                    report.garment_not_found += 1
                 else:
                     report.deleted += 1
     finally:
