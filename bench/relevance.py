@@ -577,7 +577,7 @@ def update_variants(name: str, ctx: dict, out: dict) -> None:
                              f"{100 * (p['r@10'] - r['r@10']):+.1f}", ctx["machine"]["date"]])
     table = rep.md_table(VARIANT_HEAD, [json.loads(v) for v in rows.values()])
     section = (f"{start}\n## relevance: model variants\n\nOne row per model variant, each from its own "
-               f"`python -m bench relevance` run (its section below has the command, machine and load).\n\n"
+               f"`python -m bench relevance` run (its own section has the command, machine and load).\n\n"
                f"{table}\n\n" + "\n".join(f"<!-- variant {k} {v} -->" for k, v in rows.items()) + f"\n{end}")
     pat = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = pat.sub(lambda _m: section, text) if pat.search(text) else text.rstrip() + "\n\n" + section + "\n"
