@@ -402,11 +402,12 @@ RULE_VARIANTS = {
                                                                                    small_min_fraction=1.0),
     "components, largest region only (gap 0)": GarmentRules(merge_gap_fraction=0.0),
     "components, merge gap 1 %": GarmentRules(merge_gap_fraction=0.01),
-    "components, merge gap 2 % (default)": GarmentRules(),
+    "components, merge gap 2 %, small-label minimum 0.3 % (default)": GarmentRules(),
     "components, merge gap 4 %": GarmentRules(merge_gap_fraction=0.04),
     "components, merge gap 8 %": GarmentRules(merge_gap_fraction=0.08),
-    "components, gap 2 %, no small-label minimum": GarmentRules(small_min_fraction=1.0),
+    "components, gap 2 %, no small-label minimum (0.5 % for all)": GarmentRules(small_min_fraction=1.0),
     "components, gap 2 %, small-label minimum 0.05 %": GarmentRules(small_min_fraction=0.0005),
+    "components, gap 2 %, small-label minimum 0.15 %": GarmentRules(small_min_fraction=0.0015),
 }
 
 

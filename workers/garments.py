@@ -58,7 +58,7 @@ class GarmentRules:
     min_region_fraction: float = 0.0005  # regions smaller than this are specks, dropped before anything else
     merge_gap_fraction: float = 0.02  # regions whose box is this close to the kept garment's box join it
     min_fraction: float | None = None  # a garment smaller than this is noise (None: the caller's min_mask_fraction)
-    small_min_fraction: float = 0.0015  # the same for SMALL_LABELS
+    small_min_fraction: float = 0.003  # the same for SMALL_LABELS
 
     def min_for(self, label: str, default: float) -> float:
         base = default if self.min_fraction is None else self.min_fraction

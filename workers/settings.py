@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     garment_min_region_fraction: float = Field(
         0.0005, ge=0, le=1, description="connected regions smaller than this (of the image area) are specks")
     small_garment_min_fraction: float = Field(
-        0.0015, ge=0, le=1, description="min_mask_fraction for small garments (hats, bags, sunglasses, shoes...)")
+        0.003, ge=0, le=1, description="min_mask_fraction for small garments (hats, bags, sunglasses, shoes...)")
 
     # --- Images
     max_image_bytes: int = 8 * 1024 * 1024

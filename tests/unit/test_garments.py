@@ -128,13 +128,13 @@ def test_custom_garment_ids_respected():
 def test_masks_below_min_fraction_are_skipped():
     lm = np.zeros((100, 100), np.uint8)
     lm[0:10, 0:10] = L["Hat"]            # 1 %
-    lm[50:54, 50:54] = L["Sunglasses"]   # 0.16 %
+    lm[50:56, 50:56] = L["Sunglasses"]   # 0.36 %
     lm[60:65, 0:10] = L["Belt"]          # 0.5 %: exactly at the threshold is kept
     no_small_rule = GarmentRules(small_min_fraction=1.0)
     found = _extract(_noise_image(100, 100), lm, min_mask_fraction=0.005, rules=no_small_rule)
     assert [g.label for g in found] == ["Hat", "Belt"]
     assert _extract(_noise_image(100, 100), lm, min_mask_fraction=0.011, rules=no_small_rule) == []
-    # with the default rules small labels have their own, lower minimum (0.15 %)
+    # with the default rules small labels have their own, lower minimum (0.3 %)
     found = _extract(_noise_image(100, 100), lm, min_mask_fraction=0.005)
     assert [g.label for g in found] == ["Hat", "Belt", "Sunglasses"]
 
