@@ -7,11 +7,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from storekit import Store
+from storekit import Store, index_for
 
 from workers import stack
 from workers.settings import Settings
-from workers.store import CatalogWriter, GarmentIndex, MetadataCache
+from workers.store import CatalogWriter, MetadataCache
 
 KINDS = ("lite", "server")
 
@@ -55,10 +55,10 @@ def store(request, milvus_uris, redis_url) -> Store:
     """A fresh collection and key space on one Milvus kind (lite or server) and the shared redis-server."""
     ns = uuid.uuid4().hex[:8]
     s = Settings(milvus_uri=milvus_uris(request.param), redis_url=redis_url, milvus_collection=f"store_{ns}")
-    index, cache = GarmentIndex(s), MetadataCache(s)
+    index, cache = index_for(s), MetadataCache(s)
     cache.PREFIX = f"lookstream:test{ns}:"  # type: ignore[misc]
     yield Store(request.param, s, index, cache, CatalogWriter(index, cache))
     try:
-        index.client.drop_collection(s.milvus_collection)
+        index.client.drop_collection(index.name)
     finally:
         index.close()

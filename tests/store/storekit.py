@@ -9,6 +9,15 @@ import numpy as np
 from contracts.models import ProductMetadata
 from workers.settings import Settings
 from workers.store import CatalogWriter, Change, GarmentIndex, GarmentRow, MetadataCache, garment_id
+from workers.triton_client import Embedder
+
+# The store's contract does not depend on which model made the vectors: a declared 2048-d test embedder
+# names the collection, so these tests need no Triton.
+TEST_EMBEDDER = Embedder("storetest", "1", 2048)
+
+
+def index_for(s: Settings) -> GarmentIndex:
+    return GarmentIndex(s, embedder=TEST_EMBEDDER)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import redis
-from storekit import delete, look, product_ids, unit, upsert, visible
+from storekit import delete, index_for, look, product_ids, unit, upsert, visible
 
 from contracts.models import Filters
 from workers import stack
@@ -34,12 +34,12 @@ def test_version_gate_logic():
 
 def test_partition_key_mode_is_refused_on_servers_with_the_routing_bug(store):
     s = store.settings.model_copy(update={"milvus_partition_key": True, "milvus_collection": "pk_" + store.index.name})
-    index = GarmentIndex(s)
+    index = index_for(s)
     with pytest.raises(MilvusUnsupported) as e:
         index.client
     assert isinstance(e.value, DependencyError)  # retried, never dead-lettered
     assert ("2.4.0" in str(e.value)) and ("Lite" in str(e.value) if store.kind == "lite" else "v2.3.5" in str(e.value))
-    assert s.milvus_collection not in GarmentIndex(store.settings).client.list_collections()  # nothing created
+    assert index.name not in index_for(store.settings).client.list_collections()  # nothing created
 
 
 # ------------------------------------------------------------------ Milvus errors by code
@@ -47,7 +47,7 @@ def test_partition_key_mode_is_refused_on_servers_with_the_routing_bug(store):
 def test_a_released_collection_is_an_outage_and_the_retry_loads_it_again(store):
     store.writer.apply([upsert("acme", "p1", "img", {"Dress": 1}, V1)])
     visible(store, "acme", {"Dress": unit(1)}, {"p1"})
-    other = GarmentIndex(store.settings)  # an operator (or a restart) releases the collection
+    other = index_for(store.settings)  # an operator (or a restart) releases the collection
     other.client.release_collection(store.index.name)
     other.close()
     with pytest.raises(DependencyError):  # code 101 "collection not loaded": wait and retry, not the input's fault
@@ -65,7 +65,7 @@ def test_a_bad_request_is_not_an_outage(store):
 def test_milvus_down_is_an_outage(redis_url):
     s = Settings(milvus_uri=f"http://127.0.0.1:{stack.free_port()}", redis_url=redis_url)
     with pytest.raises(DependencyError):
-        GarmentIndex(s).client
+        index_for(s).client
 
 
 # ------------------------------------------------------------------ Redis errors by code
