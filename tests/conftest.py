@@ -145,6 +145,27 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+# A skipped test is a promise nobody checked: every skip (and xfail) fails the session, whatever ran it.
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SKIPPED:
+        terminalreporter.write_line(f"FAILED: {len(_SKIPPED)} test(s) skipped; a skip is a failure here "
+                                    f"(install what they need: bash scripts/setup.sh): {', '.join(_SKIPPED)}",
+                                    red=True)
+
+
 @pytest.fixture(scope="session")
 def sample_catalog(tmp_path_factory):
     from workers.catalog import generate

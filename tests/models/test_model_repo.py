@@ -210,9 +210,10 @@ def test_missing_model_env_names_the_setup_script(src, tmp_path):
         model_repo.init_weights(src, tmp_path / "no-env", random=False)
 
 
-@pytest.mark.skipif(not (model_repo.default_env_path() / "bin" / "python").exists(), reason="no model env")
 def test_backend_dir_and_command(tmp_path):
     env = model_repo.default_env_path()
+    if not (env / "bin" / "python").exists():
+        pytest.fail(f"no model env at {env}: run bash scripts/setup.sh")
     be = model_repo.backend_dir(env, tmp_path / "be")
     names = sorted(p.name for p in (be / "python").iterdir())
     assert names == ["libtriton_python.so", "triton_python_backend_stub", "triton_python_backend_utils.py"]
