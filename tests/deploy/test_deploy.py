@@ -590,3 +590,18 @@ def test_k8s_schemas():
         except Exception as e:  # ValidationError / InvalidSchemaError
             failures.append(f"{f.name} {d.get('kind')}/{d.get('metadata', {}).get('name')}: {e}")
     assert not failures, "\n".join(failures)
+
+
+def test_readme_tells_where_the_milvus_partition_key_is_on():
+    """README says no deployment file turns LOOKSTREAM_MILVUS_PARTITION_KEY on: keep the two in step."""
+    files = [ROOT / "docker-compose.yml", *sorted((ROOT / "deploy").rglob("*.y*ml")), *sorted(ROOT.glob(".env*"))]
+    setting = [f.relative_to(ROOT).as_posix() for f in files if f.is_file()
+               and "MILVUS_PARTITION_KEY" in f.read_text(errors="replace")]
+    readme = (ROOT / "README.md").read_text()
+    bullet = next(b for b in readme.split("\n- ") if "LOOKSTREAM_MILVUS_PARTITION_KEY" in b)
+    claim = "no compose, env or Kubernetes file turns it on"
+    if setting:
+        assert claim not in bullet and all(name in bullet for name in setting), \
+            f"README's partition-key note must name the files that set it: {setting}"
+    else:
+        assert claim in bullet
