@@ -20,19 +20,29 @@ from workers.store import Hit
 
 
 class Index:
+    """Answers every label from fixed rows, except the labels in ``fail`` (their search raised)."""
+
     def __init__(self, fail: dict[str, Exception]):
         self.fail = fail
 
-    def search(self, tenant, label, vectors, top_k, filters):
-        if label in self.fail:
-            raise self.fail[label]
-        return [[Hit(f"{label}-p1", label, 0.9, {"title": "t", "brand": "b", "price": 5.0}),
-                 Hit(f"{label}-p2", label, 0.5, {"title": "u", "brand": "c", "price": 7.0})]]
+    def search_garments(self, tenant, queries, top_k, filters, consistency=None):
+        out = []
+        for label, _vec in queries:
+            err = self.fail.get(label)
+            if isinstance(err, DependencyError):
+                raise err  # an outage fails the whole look
+            out.append(err if err is not None else [
+                Hit(f"{label}-p1", label, 0.9, {"id": f"{label}-r1", "title": "t", "brand": "b", "price": 5.0}),
+                Hit(f"{label}-p2", label, 0.5, {"id": f"{label}-r2", "title": "u", "brand": "c", "price": 7.0})])
+        return out
+
+    def existing_ids(self, ids):
+        return set(ids)  # every row exists (no delete in flight)
 
 
 class Cache:
-    def get_many(self, tenant, ids):
-        return {}
+    def get_states(self, keys):
+        return {}  # Redis knows none of them: the index confirms them
 
 
 def crop(label: str) -> GarmentCrop:
