@@ -25,7 +25,7 @@ from contracts.models import ProductMetadata
 from workers import stack
 from workers.errors import DependencyError
 from workers.settings import Settings
-from workers.store import MetadataCache
+from workers.store import MetadataCache, ProductState
 
 from conftest import wait_for
 
@@ -64,7 +64,7 @@ def test_redis_password_is_used_and_a_wrong_one_is_refused(redis_with_password, 
     monkeypatch.setenv("LOOKSTREAM_REDIS_PASSWORD", "s3cret-pw")
     good = MetadataCache(Settings(_env_file=None))  # the password comes from the environment, as deployed
     assert good.ping()
-    good.put("acme", "p1", md)
+    good.put_states({("acme", "p1"): ProductState(version="v1", garment_ids=("g1",), metadata=md)})
     assert good.get_many("acme", ["p1", "nope"]) == {"p1": md}
     for password in (None, "wrong"):
         bad = MetadataCache(Settings(_env_file=None, redis_url=redis_with_password, redis_password=password))
