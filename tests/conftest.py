@@ -145,6 +145,27 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+# A skipped test is a promise nobody checked: every skip (and xfail) fails the session, whatever ran it.
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _SKIPPED and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SKIPPED:
+        terminalreporter.write_line(f"FAILED: {len(_SKIPPED)} test(s) skipped; a skip is a failure here "
+                                    f"(install what they need: bash scripts/setup.sh): {', '.join(_SKIPPED)}",
+                                    red=True)
+
+
 @pytest.fixture(scope="session")
 def sample_catalog(tmp_path_factory):
     from workers.catalog import generate
@@ -201,3 +222,99 @@ def collector_factory():
 
 
 os.environ.setdefault("LOOKSTREAM_LOG_LEVEL", "INFO")
+
+
+# ----------------------------------------------------------------------------- strict helpers
+def count_by_event(records, model, key: str = "event_id") -> "Counter[str]":
+    """Every record counted (not the first per id): a duplicate outcome shows up as a count of 2."""
+    from collections import Counter
+
+    from contracts import codec
+
+    return Counter(getattr(codec.decode(model, r.value), key) for r in records)
+
+
+def settled(read, quiet: float = 0.5, timeout: float = 10):
+    """``read()`` once it has stopped changing for ``quiet`` seconds (a collector that caught up)."""
+    last, since, deadline = read(), time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    raise AssertionError(f"still changing after {timeout} s (last: {last!r})")
+
+
+def metric(proc, name: str, **labels) -> float | None:
+    """Sum of a worker's /metrics samples called ``name`` with these labels (None if absent or unreachable)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = urllib.request.urlopen(proc.metrics_url + "/metrics", timeout=2).read().decode()
+    except OSError:
+        return None
+    hits = [s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+            if s.name == name and labels.items() <= s.labels.items()]
+    return sum(hits) if hits else None
+
+
+def terminate(proc: stack.Proc, grace: float) -> tuple[int, float]:
+    """SIGTERM the worker (pid recorded first) and wait for it to exit BY ITSELF within ``grace``.
+
+    Returns (exit code, seconds). Fails, and only then kills it, if it is still running after ``grace``.
+    """
+    import signal
+
+    popen = proc._popen  # type: ignore[attr-defined]
+    assert popen.poll() is None, f"{proc.name} was not running (exit code {popen.returncode})"
+    t0 = time.monotonic()
+    popen.send_signal(signal.SIGTERM)
+    try:
+        rc = popen.wait(timeout=grace)
+    except Exception:
+        proc.kill()
+        raise AssertionError(f"{proc.name} ignored SIGTERM for {grace} s (killed now)\n{proc.tail(40)}")
+    proc.pid_file.unlink(missing_ok=True)
+    return rc, time.monotonic() - t0
+
+
+class frozen:
+    """SIGSTOP a service process for a moment (every call into it blocks); SIGCONT in any case."""
+
+    def __init__(self, proc: stack.Proc):
+        self.pid = proc.pid()
+        assert self.pid is not None, f"{proc.name} is not running"
+
+    def __enter__(self):
+        import signal
+
+        os.kill(self.pid, signal.SIGSTOP)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        os.kill(self.pid, signal.SIGCONT)
+        return False
+
+
+def rewind_group(settings: Settings, group: str, topic: str) -> int:
+    """Commit offset 0 on every partition of ``topic`` for the (stopped) consumer group ``group``: a real
+    replay of the very same records once its workers start again. Returns the number of partitions."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    c = KafkaConsumer(**settings.kafka_common(), group_id=group, enable_auto_commit=False)
+    try:
+        parts = sorted(c.partitions_for_topic(topic) or ())
+        assert parts, f"no partitions for {topic}"
+        tps = [TopicPartition(topic, p) for p in parts]
+        c.commit({tp: OffsetAndMetadata(0, None, -1) for tp in tps})
+        assert all(c.committed(tp) == 0 for tp in tps), {tp: c.committed(tp) for tp in tps}
+        return len(tps)
+    finally:
+        c.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import time
 
 import pytest
 import redis
@@ -12,11 +13,13 @@ from PIL import Image
 
 from contracts import codec, topics
 from contracts.client import CatalogPublisher
-from contracts.models import DeadLetter, ProductEvent
+from contracts.models import DeadLetter, GarmentsEvent, IndexedEvent, ProductEvent
 from workers.ingest import OutcomeWatcher, ingest, read_catalog
 from workers.store import GarmentIndex, MetadataCache
 
-from conftest import wait_for
+from conftest import count_by_event, frozen, metric, rewind_group, settled, terminate, wait_for
+
+GRACE_S = 20  # the worker's SIGTERM budget (Kubernetes terminationGracePeriodSeconds is larger)
 
 
 def start_ingest_workers(pipeline, segmentation: int = 1):
@@ -32,16 +35,22 @@ def milvus_rows(s, tenant):
         return index.rows(f'tenant == "{tenant}"', ("id", "product_id", "label"))
 
 
-def test_catalog_becomes_searchable_exactly_once(pipeline, sample_catalog):
+def test_catalog_becomes_searchable_exactly_once(pipeline, sample_catalog, collector_factory):
     root, products = sample_catalog
     s = pipeline.settings
-    start_ingest_workers(pipeline)
+    workers = start_ingest_workers(pipeline)
+    col = collector_factory(s, [s.topic_garments, s.topic_indexed])
     entries = read_catalog(root)
     assert len(entries) == 50
     report = ingest(s, entries, "acme", timeout=300)
     assert report.missing == [] and report.failed == {}
-    # every product event ended in exactly one IndexedEvent, with the garments drawn in the picture
+    # every product event ended in exactly one IndexedEvent (every record counted), after one GarmentsEvent
     assert report.indexed == 50
+    events = set(report.outcomes)
+    settled(lambda: len(col.of(s.topic_indexed)))
+    indexed = count_by_event(col.of(s.topic_indexed), IndexedEvent)
+    garments = count_by_event(col.of(s.topic_garments), GarmentsEvent)
+    assert indexed == garments == {e: 1 for e in events}
     by_product = {o.product_id: o for o in report.outcomes.values()}
     exact = 0
     for p in products:  # every garment drawn is found (the tiny test model may add a small border blob)
@@ -58,10 +67,24 @@ def test_catalog_becomes_searchable_exactly_once(pipeline, sample_catalog):
     cached = cache.get_many("acme", [p.product_id for p in products])
     assert {k: v.brand for k, v in cached.items()} == {p.product_id: p.metadata["brand"] for p in products}
 
-    # replaying the same events (the same bytes, again) changes nothing
-    report2 = ingest(s, entries, "acme", timeout=300)
-    assert report2.indexed == 50
-    assert {r["id"] for r in milvus_rows(s, "acme")} == expected
+    # a real replay: the workers stop, the segmentation group is rewound to offset 0, the very same
+    # product records are consumed again (and their GarmentsEvents again by the embedding worker).
+    # Each event gets a second outcome; Milvus keeps exactly the same rows.
+    for w in workers:
+        assert terminate(w, 20)[0] == 0
+    rewind_group(s, f"{s.group_id_prefix}-segmentation", s.topic_products)
+    start_ingest_workers(pipeline)
+    wait_for(lambda: len(col.of(s.topic_indexed)) >= 100, 300, "a second outcome for every event")
+    settled(lambda: len(col.of(s.topic_indexed)), quiet=2)
+    assert count_by_event(col.of(s.topic_indexed), IndexedEvent) == {e: 2 for e in events}
+    assert count_by_event(col.of(s.topic_garments), GarmentsEvent) == {e: 2 for e in events}
+    replayed = [codec.decode(IndexedEvent, r.value) for r in col.of(s.topic_indexed)][50:]
+    assert all(o.status == "indexed" and set(o.garment_ids) == set(report.outcomes[o.event_id].garment_ids)
+               for o in replayed)
+    rows = milvus_rows(s, "acme")
+    assert len(rows) == len(expected) and {r["id"] for r in rows} == expected
+    with GarmentIndex(s) as index:
+        assert index.count('tenant == "acme"') == len(expected)
 
 
 def test_update_replaces_garments_and_delete_removes_everything(pipeline, sample_catalog):
@@ -196,26 +219,48 @@ def test_two_segmentation_workers_share_the_partitions(pipeline, sample_catalog)
     assert sum(done) == 30 and all(d > 0 for d in done), done
 
 
-def test_sigterm_mid_batch_loses_and_duplicates_nothing(pipeline, sample_catalog):
+def test_sigterm_mid_batch_finishes_the_batch_commits_and_exits_0(pipeline, sample_catalog, collector_factory):
+    """SIGTERM while a batch is provably in flight: the worker finishes that batch (its outputs appear after
+    the signal), commits, leaves the group and exits 0 by itself; the restarted worker replays nothing."""
     root, products = sample_catalog
     s = pipeline.settings
     seg, emb = start_ingest_workers(pipeline)
+    col = collector_factory(s, [s.topic_garments, s.topic_indexed])
     entries = read_catalog(root)[:40]
-    watcher = OutcomeWatcher(s)
-    try:
-        with CatalogPublisher(s.bootstrap_servers, topic=s.topic_products) as pub:
-            ids = {pub.publish(ev) and ev.event_id for ev in
-                   (ProductEvent(tenant="term", product_id=e.product_id, image={"bytes": e.image.read_bytes()})
-                    for e in entries)}
-        wait_for(lambda: sum(1 for e in ids if e in watcher.outcomes) >= 5, 120, "first products indexed")
-        seg.stop(sig=signal.SIGTERM, timeout=30)  # finishes its batch, commits, leaves the group
-        emb.stop(sig=signal.SIGTERM, timeout=30)
-        assert seg.pid() is None and emb.pid() is None
-        start_ingest_workers(pipeline)
-        watcher.wait(ids, 240)
-        assert all(e in watcher.outcomes for e in ids)
-    finally:
-        watcher.close()
+    with CatalogPublisher(s.bootstrap_servers, topic=s.topic_products) as pub:
+        ids = set()
+        for e in entries:
+            ev = ProductEvent(tenant="term", product_id=e.product_id, image={"bytes": e.image.read_bytes()})
+            pub.publish(ev)
+            ids.add(ev.event_id)
+    wait_for(lambda: len(col.of(s.topic_garments)) >= 5, 120, "first products segmented")
+    triton = pipeline.services.services["triton"].proc
+    with frozen(triton):  # every Triton call blocks: the batch the worker holds now stays in flight
+        in_flight = wait_for(lambda: metric(seg, "lookstream_in_flight", worker="segmentation") or None, 30,
+                             "a segmentation batch in flight")
+        before = settled(lambda: len(col.of(s.topic_garments)))  # nothing leaves a worker blocked on Triton
+        seg._popen.send_signal(signal.SIGTERM)  # the pid we started, signalled while its batch is held
+        time.sleep(0.5)
+        assert seg._popen.poll() is None, "the worker died on SIGTERM instead of finishing its batch"
+    rc = seg._popen.wait(timeout=GRACE_S)  # raises if it does not exit by itself within the grace time
+    seg.pid_file.unlink(missing_ok=True)
+    assert rc == 0, seg.tail(30)
+    # the held batch was finished: exactly its records came out after the signal
+    wait_for(lambda: len(col.of(s.topic_garments)) >= before + in_flight, 30, "the in-flight batch's outputs")
+    assert len(col.of(s.topic_garments)) == before + in_flight
+    log = seg.log_file.read_text(errors="replace")
+    assert log.index("stop requested; finishing the current batch") < log.index("segmentation: closed")
+    rc, _ = terminate(emb, GRACE_S)
+    assert rc == 0, emb.tail(30)
+
+    start_ingest_workers(pipeline)
+    wait_for(lambda: set(count_by_event(col.of(s.topic_indexed), IndexedEvent)) >= ids, 240, "every outcome")
+    time.sleep(2)  # a replay of the committed batch would land now: long after its first outputs
+    # every record counted: one GarmentsEvent and one IndexedEvent per product event, no replay
+    garments = count_by_event(col.of(s.topic_garments), GarmentsEvent)
+    indexed = count_by_event(col.of(s.topic_indexed), IndexedEvent)
+    assert set(garments) == set(indexed) == ids
+    assert max(garments.values()) == 1 and max(indexed.values()) == 1, (garments, indexed)
     rows = milvus_rows(s, "term")
-    announced = {g for e in ids for g in watcher.outcomes[e].garment_ids}
+    announced = {g for r in col.of(s.topic_indexed) for g in codec.decode(IndexedEvent, r.value).garment_ids}
     assert len(rows) == len(announced) and {r["id"] for r in rows} == announced

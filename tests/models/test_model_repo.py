@@ -210,13 +210,17 @@ def test_missing_model_env_names_the_setup_script(src, tmp_path):
         model_repo.init_weights(src, tmp_path / "no-env", random=False)
 
 
-@pytest.mark.skipif(not (model_repo.default_env_path() / "bin" / "python").exists(), reason="no model env")
 def test_backend_dir_and_command(tmp_path):
     env = model_repo.default_env_path()
+    if not (env / "bin" / "python").exists():
+        pytest.fail(f"no model env at {env}: run bash scripts/setup.sh")
     be = model_repo.backend_dir(env, tmp_path / "be")
     names = sorted(p.name for p in (be / "python").iterdir())
     assert names == ["libtriton_python.so", "triton_python_backend_stub", "triton_python_backend_utils.py"]
-    assert all((be / "python" / n).exists() for n in names)
+    for n in names:  # each one is the model environment's own file (not a dangling or empty stand-in)
+        f = (be / "python" / n).resolve()
+        assert f.is_file() and f.stat().st_size > 1000 and env.resolve() in f.parents, (n, f)
+    assert (be / "python" / "triton_python_backend_stub").resolve().stat().st_mode & 0o111  # executable
     model_repo.backend_dir(env, tmp_path / "be")  # idempotent
     argv, penv = model_repo.tritonserver_command(env, tmp_path / "repo", be, 1, 2, 3)
     assert Path(argv[0]).name == "tritonserver" and Path(argv[0]).exists()

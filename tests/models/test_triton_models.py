@@ -30,11 +30,10 @@ LABELS = [
 ]
 BODY = {2, 3, 11, 12, 13, 14, 15}  # Hair, Sunglasses, Face, legs, arms: not garments
 
-pytestmark = pytest.mark.skipif(
-    not (ENV / "bin" / "python").exists(), reason=f"no model env at {ENV} (bash scripts/setup.sh)"
-)
+if not (ENV / "bin" / "python").exists():  # a missing prerequisite is a failure, never a skip
+    pytest.fail(f"no model env at {ENV}: run bash scripts/setup.sh", pytrace=False)
 
-grpcclient = pytest.importorskip("tritonclient.grpc")
+import tritonclient.grpc as grpcclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from workers.triton_client import TritonModels  # noqa: E402
@@ -82,6 +81,13 @@ class Server:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
+        except OSError:
+            return 0, b""
+
+    def http_get_metrics(self) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=5) as r:
+                return r.status, r.read()
         except OSError:
             return 0, b""
 
@@ -202,22 +208,50 @@ def test_metadata_names_shapes_dtypes(client, models):
     assert models.max_batch("segformer") == 8 and models.max_batch("resnet50") == 32
 
 
+def pending(server, model: str) -> float:
+    """Requests waiting in Triton's queue for ``model`` right now (nv_inference_pending_request_count)."""
+    _, body = server.http_get_metrics()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+               if line.startswith("nv_inference_pending_request_count{") and f'model="{model}"' in line)
+
+
+def send_behind_a_busy_instance(server, client, model: str, call, busy, inputs):
+    """Occupy the model's only instance with a full batch (``busy``), then send ``inputs`` one request each.
+
+    They can only wait in Triton's queue meanwhile, however loaded the machine is; the test sees them all
+    queued at once (the pending-request gauge), so the dynamic batcher must combine them. Returns
+    (results, inferences, executions, most queued at once) for the singles plus the busy batch."""
+    before = stats(client, model)
+    most = 0.0
+    with ThreadPoolExecutor(len(inputs) + 1) as pool:
+        first = pool.submit(call, busy)
+        futures = [pool.submit(call, x) for x in inputs]
+        while not all(f.done() for f in futures):
+            most = max(most, pending(server, model))
+            time.sleep(0.02)
+        first.result(timeout=120)
+        results = [f.result(timeout=120) for f in futures]
+    after = stats(client, model)
+    return results, after[0] - before[0], after[1] - before[1], most
+
+
 @pytest.fixture(scope="module")
-def segmented(client, models):
-    """12 single-image requests sent concurrently: (images, label maps, statistics delta)."""
+def segmented(server, client, models):
+    """12 single-image requests queued together: (images, label maps, statistics delta)."""
     images = np.stack([person(bg, cols) for bg, cols in SCENES] * 2)
-    before = stats(client, "segformer")
-    with ThreadPoolExecutor(len(images)) as pool:
-        labels = list(pool.map(lambda im: models.segment([im])[0], images))
-    after = stats(client, "segformer")
-    return images, np.stack(labels), (after[0] - before[0], after[1] - before[1])
+    busy = np.stack([images[0]] * 8)  # max_batch_size 8: nothing can join it
+    labels, inferences, executions, most = send_behind_a_busy_instance(
+        server, client, "segformer", lambda ims: models.segment(list(ims)), busy, [im[None] for im in images])
+    return images, np.concatenate(labels), (inferences, executions, most)
 
 
 def test_segment_concurrent_requests_are_batched(segmented):
-    images, labels, (inferences, executions) = segmented
+    images, labels, (inferences, executions, most) = segmented
     assert labels.shape == (len(images), S, S) and labels.dtype == np.uint8
-    assert inferences == len(images)
-    assert executions < inferences, f"no dynamic batching: {executions} executions for {inferences} inferences"
+    assert inferences == 8 + len(images)
+    assert most >= 2, f"the single requests were never queued together ({most})"
+    # requests queued together must share executions: fewer executions than requests (1 busy + 12 singles)
+    assert executions < 1 + len(images), f"no dynamic batching: {executions} executions for {inferences} inferences"
 
 
 def test_segment_equals_in_process_reference(segmented, models_src, tmp_path):
@@ -251,7 +285,7 @@ def test_segment_more_than_max_batch_in_one_call(models, segmented):
     assert np.array_equal(again, labels)
 
 
-def test_embed_batched_equals_reference_and_unit_norm(client, models, models_src, tmp_path):
+def test_embed_batched_equals_reference_and_unit_norm(server, client, models, models_src, tmp_path):
     rng = np.random.default_rng(7)
     crops = rng.integers(0, 256, (36, 256, 256, 3), dtype=np.uint8)
     crops[:8] = np.stack([person(bg, cols, 256) for bg, cols in SCENES[:4]] * 2)
@@ -259,11 +293,11 @@ def test_embed_batched_equals_reference_and_unit_norm(client, models, models_src
     assert emb.shape == (36, 2048) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
-    before = stats(client, "resnet50")
-    with ThreadPoolExecutor(16) as pool:
-        single = np.concatenate(list(pool.map(lambda c: models.embed(c[None]), crops[:16])))
-    inferences, executions = (a - b for a, b in zip(stats(client, "resnet50"), before))
-    assert inferences == 16 and executions < inferences
+    single, inferences, executions, most = send_behind_a_busy_instance(
+        server, client, "resnet50", models.embed, crops[:32], [c[None] for c in crops[:16]])
+    single = np.concatenate(single)
+    assert inferences == 32 + 16 and most >= 2, most
+    assert executions < 1 + 16, executions  # the queued singles shared executions
 
     ref = run_reference("resnet50", models_src / "resnet50" / "1" / "weights", crops, tmp_path, batch=8)
     np.testing.assert_allclose(emb, ref, atol=1e-5, rtol=0)

