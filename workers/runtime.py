@@ -224,9 +224,13 @@ class Worker(Generic[T]):
             self._poll_failures += 1
             m.POLL_ERRORS.labels(self.name, "error").inc()
             log.error("%s: poll failed (%d in a row): %s: %s", self.name, self._poll_failures, type(e).__name__, e)
-            if self._poll_failures >= POLL_ERRORS_BEFORE_SKIP:
-                self._skip_unreadable(e)
-            else:
+            if self._poll_failures >= POLL_ERRORS_BEFORE_SKIP and _unreadable_data(e):
+                try:
+                    self._skip_unreadable(e)
+                except Exception as skip_error:  # noqa: BLE001 - e.g. the broker went away meanwhile: poll again
+                    log.error("%s: could not isolate the unreadable partition: %s", self.name, skip_error)
+                    self._poll_failures = 0
+            else:  # a broker / network error: nothing to skip, wait and poll again
                 self._stop.wait(min(1.0, 0.1 * self._poll_failures))
             return []
         return [Record.from_kafka(r) for rs in polled.values() for r in rs]
@@ -244,8 +248,10 @@ class Worker(Generic[T]):
                     if recs:
                         self.consumer.seek(ptp, recs[0].offset)
                 continue
-            except Exception as e:  # noqa: BLE001 - this is the partition
+            except Exception as e:  # noqa: BLE001 - this is the partition, if the data is what fails
                 _drop_broken_fetch(self.consumer)
+                if not _unreadable_data(e):
+                    raise
                 offset = self.consumer.position(tp)
                 rec = Record(tp.topic, tp.partition, offset, None, b"")
                 err = PoisonError(f"unreadable record batch at {tp.topic}/{tp.partition}@{offset}: "
@@ -565,6 +571,16 @@ def _drop_broken_fetch(consumer) -> None:
 def _event_id(msg: Message) -> str | None:
     """The id to put on log lines about a message: its event id, or a look request's request id."""
     return getattr(msg, "event_id", None) or getattr(msg, "request_id", None)
+
+
+def _unreadable_data(error: Exception) -> bool:
+    """A record batch that cannot be read (corrupt, a codec or decompressor failing), as opposed to a broker or
+    network error, which must never make the worker skip an offset."""
+    from kafka import errors as kerr
+
+    if isinstance(error, (kerr.CorruptRecordError, kerr.UnsupportedCodecError)):
+        return True
+    return not isinstance(error, kerr.KafkaError)  # lz4/zstd/snappy/zlib raise their own types
 
 
 def _coords(r: Record) -> tuple[str, int, int]:

@@ -708,3 +708,22 @@ def test_record_from_kafka_and_dlq_topic():
     assert not w._stop.is_set()
     w.stop()
     assert w._stop.is_set()
+
+
+def test_broker_errors_from_poll_never_skip_an_offset():
+    from kafka.errors import KafkaConnectionError
+
+    w, consumer, producer, stage, log = make([[rec(0, product("a"))]])
+    real_poll = consumer.poll
+    fails = {"n": 6}
+
+    def poll(timeout_ms=0, max_records=None):
+        if fails["n"]:
+            fails["n"] -= 1
+            raise KafkaConnectionError("broker went away")
+        return real_poll(timeout_ms, max_records)
+
+    consumer.poll = poll
+    run_bounded(w)
+    assert not dead_letters(producer) and not [e for e in log if e[0] == "seek"]
+    assert produced_ids(producer) == ["a"] and consumer.commits == [{TP0: 1}]
