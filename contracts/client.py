@@ -13,6 +13,7 @@ threads at once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -27,6 +28,10 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 # The broker may hold an empty fetch this long; a reply arriving meanwhile waits for it (kafka-python's default
 # 500 ms cost ~125 ms per reply on Tansu).
 REPLY_FETCH_MAX_WAIT_MS = 20
+# After a failed poll (broker restarting, connection reset) the tail waits this long and polls again.
+TAIL_RETRY_S = 0.5
+
+log = logging.getLogger("lookstream.client")
 
 
 def _kafka_conf(bootstrap_servers: str | list[str], **extra) -> dict:
@@ -110,15 +115,32 @@ class TopicTail:
         for tp in tps:
             self.consumer.position(tp)  # resolve now: records produced after __init__ are never missed
         self.on_record = on_record
+        self.topic_names = topic_names
+        self.poll_errors = 0
+        self.handler_errors = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="topic-tail", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        # The thread is the only reader: if it died on one error, every later record would go unseen
+        # (a LookClient would time out on every ask). Poll errors are retried, a failing handler is logged.
         while not self._stop.is_set():
-            for records in self.consumer.poll(timeout_ms=100).values():
+            try:
+                batches = self.consumer.poll(timeout_ms=100).values()
+            except Exception as e:  # noqa: BLE001 - the broker may be restarting; kafka-python reconnects
+                self.poll_errors += 1
+                log.warning("tail of %s: poll failed (%s: %s); retrying", self.topic_names, type(e).__name__, e)
+                self._stop.wait(TAIL_RETRY_S)
+                continue
+            for records in batches:
                 for r in records:
-                    self.on_record(r)
+                    try:
+                        self.on_record(r)
+                    except Exception:  # noqa: BLE001 - one bad record must not stop the tail
+                        self.handler_errors += 1
+                        log.exception("tail of %s: handler failed on %s[%d]@%d", self.topic_names, r.topic,
+                                      r.partition, r.offset)
 
     def close(self) -> None:
         self._stop.set()

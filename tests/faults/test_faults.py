@@ -309,7 +309,11 @@ class Harness:
         try:
             for f in faults:
                 if not ONLY or any(w in f.name for w in ONLY):
-                    self.phase(f, rows)
+                    try:
+                        self.phase(f, rows)
+                    except BaseException:
+                        self.show_logs()
+                        raise
         finally:
             w = max([42, *(len(r.fault) for r in rows)])
             table = ["", f"{'fault':<{w}} {'events':>6} {'indexed':>7} {'lost':>5} {'dup':>4} {'dlq':>4} "
@@ -317,6 +321,11 @@ class Harness:
             table += [f"{r.fault:<{w}} {r.events:>6} {r.indexed:>7} {r.lost:>5} {r.duplicated:>4} {r.dlq:>4} "
                       f"{r.replies:<18} {r.recovery_s:>8}" for r in rows]
             print("\n".join(table))
+
+    def show_logs(self) -> None:
+        """A failed phase says what the workers and the broker were doing when it failed."""
+        for proc in [*self.p.procs, self.svc["broker"].proc]:
+            print(f"\n==== log of {proc.name} ====\n{proc.tail(80)}", flush=True)
 
     def phase(self, f: Fault, rows: list[Row]) -> None:
         p, s, outcomes, products = self.p, self.p.settings, self.outcomes, self.products
