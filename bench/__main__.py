@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 from bench import harness as h  # noqa: E402
 from bench import report as rep  # noqa: E402
 from contracts.models import DeadLetter, IndexedEvent  # noqa: E402
-from workers.ingest import OutcomeWatcher  # noqa: E402
+from workers.local.ingest import OutcomeWatcher  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -125,7 +125,7 @@ class Bench:
 
     def ctx(self, load: dict) -> dict:
         w = self.weights
-        from workers.settings import Settings
+        from workers.runtime.settings import Settings
 
         st = Settings()
         variant = (f"{w.segformer}@{self.a.size} + resnet50@256, {st.model_instances} {self.a.device.upper()} instance x "
@@ -193,8 +193,8 @@ class Bench:
         if not measure_models:
             return out
         # The models alone, through Triton, at the batch sizes the workers sent in this run.
-        from workers.garments import letterbox
-        from workers.triton_client import TritonModels
+        from workers.media.garments import letterbox
+        from workers.adapters.triton_client import TritonModels
         from PIL import Image
 
         gpi = max(r["garments_per_image"], 1e-9)
@@ -313,8 +313,9 @@ class Bench:
         return out
 
     def _seed_run(self, entries) -> tuple[dict, dict]:
-        from workers import model_repo
-        from workers.store import GarmentIndex, GarmentRow, garment_id, image_id_of
+        from workers.local import model_repo
+        from workers.adapters.milvus_index import GarmentIndex
+        from workers.adapters.garment_rows import GarmentRow, garment_id, image_id_of
         from contracts.models import ProductMetadata
 
         env = model_repo.default_env_path()
@@ -597,7 +598,8 @@ class Bench:
 
     def _vector_scaling(self, targets: list[int]) -> list[dict]:
         from contracts.models import Filters, ProductMetadata
-        from workers.store import GarmentIndex, GarmentRow
+        from workers.adapters.milvus_index import GarmentIndex
+        from workers.adapters.garment_rows import GarmentRow
 
         s = self.stack.settings.model_copy(update={"milvus_collection": f"scale_{int(time.time())}"})
         index = GarmentIndex(s)
@@ -719,7 +721,7 @@ def render_fastpath(runs: dict, args) -> dict:
             "weights and catalog. before = " + ", ".join(f"`{k}={v}`" for k, v in FASTPATH_VARIANTS["before"].items())
             + " (torch in the python backend, kafka-python's default fetch wait, glibc's default arenas); after = "
             + ", ".join(f"`{k}={v}`" for k, v in FASTPATH_VARIANTS["after"].items()) + " (the defaults now: "
-            "segmenter on onnxruntime f32, embedder on OpenVINO, see workers/model_repo.py PREFERRED_RUNTIME). "
+            "segmenter on onnxruntime f32, embedder on OpenVINO, see workers/local/model_repo.py PREFERRED_RUNTIME). "
             "The machine is shared: the load of each half is below; read ratios, not absolute figures. queueing + "
             "delivery = the reply's total minus its stages, plus the round trip minus the reply's total.\n\n"
             + rep.md_table(head, rows)

@@ -1,6 +1,6 @@
 """The benchmark's own embedded stack and the measuring helpers ``python -m bench`` shares.
 
-The stack is the one the tests start (workers/stack.py: Tansu, redis-server, Milvus Lite over TCP, tritonserver),
+The stack is the one the tests start (workers/local/stack.py: Tansu, redis-server, Milvus Lite over TCP, tritonserver),
 in a temporary state folder on free loopback ports, with model weights from ``prepare_weights``. Each measurement
 runs in its own namespace (topics, consumer groups and Milvus collection with a unique suffix) with its own worker
 processes, so runs never see each other's data or metrics.
@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 
-from workers import model_repo, stack  # noqa: E402
-from workers.settings import Settings  # noqa: E402
+from workers.local import model_repo, stack  # noqa: E402
+from workers.runtime.settings import Settings  # noqa: E402
 
 
 # --------------------------------------------------------------------------- weights
@@ -195,7 +195,7 @@ class BenchStack:
         return Settings(**stack._settings_kwargs(self.env))
 
     def namespace(self, tag: str = "b") -> Namespace:
-        from workers.kafka_io import ensure_topics
+        from workers.runtime.kafka_io import ensure_topics
 
         ns = f"{tag}{uuid.uuid4().hex[:6]}"
         env = {
@@ -251,9 +251,9 @@ class BenchStack:
 
 # --------------------------------------------------------------------------- catalogs
 def catalog(n: int, seed: int = 11, tenant: str = "bench") -> list:
-    """The synthetic sample catalog (workers/catalog.py), cached under bench/out/catalogs/."""
-    from workers.catalog import generate
-    from workers.ingest import read_catalog
+    """The synthetic sample catalog (workers/local/sample_catalog.py), cached under bench/out/catalogs/."""
+    from workers.local.sample_catalog import generate
+    from workers.local.ingest import read_catalog
 
     d = OUT / "catalogs" / f"{tenant}-{n}-s{seed}"
     if not (d / "catalog.jsonl").exists() or len(read_catalog(d)) != n:

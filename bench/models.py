@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workers import model_repo  # noqa: E402
+from workers.local import model_repo  # noqa: E402
 
 MAX_BATCH = {"segformer": 8, "resnet50": 32}
 IO = {"segformer": ("IMAGE", "LABELS"), "resnet50": ("CROPS", "EMBEDDINGS")}
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     variant = "full" if args.full else "tiny"
     label = {"segformer": f"segformer-{'b2' if args.full else 'tiny'}@{args.size}", "resnet50": "resnet50@256"}
     print(f"\n{variant}: segformer weights {seg_weights}; 1 thread per instance, 1 {args.device.upper()} instance per "
-          "model; runtime auto = workers/model_repo.py PREFERRED_RUNTIME when model.onnx exists")
+          "model; runtime auto = workers/local/model_repo.py PREFERRED_RUNTIME when model.onnx exists")
     fmt = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
     head = (f"{'model':<22}{'runtime':>12}{'conc':>5}{'n':>5}{'avg batch':>10}{'triton img/s':>13}{'p50 ms':>9}"
             f"{'p99 ms':>9}{'| inproc b':>11}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>7}{'vs 1st':>7}")

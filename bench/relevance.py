@@ -10,7 +10,7 @@
    pipeline recall@k minus reference recall@k.
 4. Reports per garment label and overall: detection recall/precision (box IoU >= 0.5, same label), mean box IoU,
    mask IoU, recall@1/5/10/20, mAP@10, the chance level; per ranking strategy the share of a look's products in its
-   top-k ranking; garment rules (workers/garments.py) compared on the reference label maps.
+   top-k ranking; garment rules (workers/media/garments.py) compared on the reference label maps.
 
 Models: the Triton model source repository (declared random tiny weights by default, ``--use-repo-weights`` or
 ``--models DIR``), and which of its models are the segmenter/embedder (``--segmenter`` / ``--embedder``: Triton model
@@ -35,8 +35,8 @@ from bench import harness as h
 from bench import report as rep
 from bench.relevance_data import GARMENT_ID0, GroundTruth, generate
 from contracts.models import LABEL_IDS, LABELS, IndexedEvent
-from workers.garments import GarmentRules, as_indexed, extract_garments, letterbox, unletterbox
-from workers.ranking import best_per_product, rank
+from workers.media.garments import GarmentRules, as_indexed, extract_garments, letterbox, unletterbox
+from workers.stages.ranking import best_per_product, rank
 
 KS = (1, 5, 10, 20)
 TOP_K = 20
@@ -202,7 +202,7 @@ def strategy_shares(gt: GroundTruth, looks: list[dict], replies: list) -> dict:
 def publish_products(ns: h.Namespace, gt: GroundTruth, timeout: float = 7200) -> dict:
     from contracts.client import CatalogPublisher
     from contracts.models import ProductEvent
-    from workers.ingest import OutcomeWatcher
+    from workers.local.ingest import OutcomeWatcher
 
     s = ns.settings
     watcher = OutcomeWatcher(s)
@@ -287,7 +287,7 @@ class Reference:
         work.mkdir(parents=True, exist_ok=True)
 
     def _run(self, model: str, arrays: list[np.ndarray], chunk: int) -> np.ndarray:
-        from workers import model_repo
+        from workers.local import model_repo
 
         files = []
         for i in range(0, len(arrays), chunk):
@@ -313,7 +313,7 @@ class Reference:
         return out
 
     def _triton(self, model: str, arrays: list[np.ndarray]) -> np.ndarray:
-        from workers.triton_client import TritonModels
+        from workers.adapters.triton_client import TritonModels
 
         with TritonModels(self.triton_url, segformer_model=self.segmenter, resnet_model=self.embedder,
                           timeout_s=600) as tm:
@@ -332,7 +332,7 @@ class Reference:
 
 
 def reference_run(ref: Reference, gt: GroundTruth, s, rules: GarmentRules) -> dict:
-    from workers.images import decode_image
+    from workers.media.images import decode_image
 
     def extract(img, lm, only=None):
         return extract_garments(img, lm, garment_label_ids=s.garment_label_ids, min_mask_fraction=s.min_mask_fraction,
@@ -521,7 +521,7 @@ def report(b, out: dict, load: dict) -> None:
     ctx["variant"] = f"segmenter {m['segmenter']} + embedder {m['embedder']} ({m['dim']}-d)"
     body = (
         f"Models: segmenter `{m['segmenter']}`, embedder `{m['embedder']}` ({m['dim']}-d); {m['weights']}.\n\n"
-        f"Ground truth (bench/relevance_data.py, rendered with workers/catalog.py's painter): {d['products']} products "
+        f"Ground truth (bench/relevance_data.py, rendered with workers/local/sample_catalog.py's painter): {d['products']} products "
         f"({d['distractors']} of them hard distractors: same shape in another shade, or same colours with another "
         f"pattern), {d['shop_images']} shop images (mannequin front/back, flat), {d['looks']} street looks from the "
         f"held-out seed {d['look_seed']} with {d['truth_garments']} visible garments (2-4 products each; backgrounds, "
@@ -543,9 +543,9 @@ def report(b, out: dict, load: dict) -> None:
         f"Same rank for {100 * out['rank_agreement']:.1f}% of truth garments."
         + (" Notes: " + "; ".join(out["reference_notes"]) if out["reference_notes"] else "") + "\n\n"
         + rep.md_table(fhead, frows) +
-        "\n\nRanking strategies (workers/ranking.py on the replies' per-garment matches): mean share of a look's "
+        "\n\nRanking strategies (workers/stages/ranking.py on the replies' per-garment matches): mean share of a look's "
         "products in the first k of the ranking:\n\n" + rep.md_table(shead, srows) +
-        "\n\nGarment rules (workers/garments.py), each applied to the same in-process label maps of the looks; the "
+        "\n\nGarment rules (workers/media/garments.py), each applied to the same in-process label maps of the looks; the "
         "default is the one the pipeline ran:\n\n" + rep.md_table(rhead, rrows) +
         f"\n\nTotal {out['wall_s']:.0f} s.")
     name = "relevance-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{m['segmenter']}-{m['embedder']}-{b.weights.origin}")

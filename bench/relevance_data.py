@@ -1,4 +1,4 @@
-"""A shop-the-look ground-truth set, rendered with workers/catalog.py (its garment painter, colours and patterns).
+"""A shop-the-look ground-truth set, rendered with workers/local/sample_catalog.py (its garment painter, colours and patterns).
 
 - Products: one garment each (label, colours, pattern, shape, cut). Shop images per product (1-3): on a grey
   mannequin ("front", "back": mirrored) and/or flat on a light background, as retailers shoot them.
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from contracts.models import LABEL_IDS
-from workers.catalog import HUES, PATTERNS, Cloth, _colour, paint
+from workers.local.sample_catalog import HUES, PATTERNS, Cloth, _colour, paint
 
 # share of products per garment label
 LABEL_MIX = {"Upper-clothes": 0.28, "Pants": 0.17, "Skirt": 0.12, "Dress": 0.15, "Hat": 0.13, "Bag": 0.15}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from workers import stack
+from workers.local import stack
 
 RECORDS, PARTITIONS, IDLE_CONSUMERS, READ_LIMIT_S = 400, 4, 8, 60
 

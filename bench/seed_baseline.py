@@ -9,7 +9,7 @@ into Milvus before this process goes on (the seed was one sequential loop) and f
     -> {"done": true, "images": n, "garments": g, "seconds": {...}}
 
 The same models (modeltools/reference.py, the same weights as Triton serves) and the same garment extraction as
-the workers (workers/garments.py: letterbox to S, masks_to_boxes semantics, 256x256 crops), so the work per image
+the workers (workers/media/garments.py: letterbox to S, masks_to_boxes semantics, 256x256 crops), so the work per image
 is identical; only the process structure differs.
 """
 
@@ -56,7 +56,7 @@ def main() -> int:
 
     from contracts.models import DEFAULT_NON_GARMENT_LABELS, LABELS
     from modeltools.reference import load
-    from workers.garments import extract_garments, letterbox, unletterbox
+    from workers.media.garments import extract_garments, letterbox, unletterbox
 
     if a.threads:
         torch.set_num_threads(a.threads)

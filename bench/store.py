@@ -31,14 +31,15 @@ from bench import harness as h
 from bench import report
 from contracts import codec
 from contracts.models import BBox, Filters, ImageRef, LookReply, LookRequest, ProductMetadata
-from workers import stack
-from workers.garments import GarmentCrop
-from workers.query import QueryStage
-from workers.settings import Settings
-from workers.triton_client import Embedder
-from workers.store import (
-    CatalogWriter, Change, GarmentIndex, GarmentRow, MetadataCache, ProductState, event_version, garment_id,
-)
+from workers.local import stack
+from workers.media.garments import GarmentCrop
+from workers.stages.query import QueryStage
+from workers.runtime.settings import Settings
+from workers.adapters.triton_client import Embedder
+from workers.adapters.catalog_writer import CatalogWriter, Change
+from workers.adapters.milvus_index import GarmentIndex
+from workers.adapters.garment_rows import GarmentRow, event_version, garment_id
+from workers.adapters.product_state import MetadataCache, ProductState
 
 LABELS = ("Upper-clothes", "Pants", "Left-shoe")
 TENANT = "bench"
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = {"machine": machine, "variant": "no models (store only)", "weights": "n/a", "load": load,
                "command": cmd.strip()}
         body = (
-            "Both Milvus kinds through the workers' own store code (`workers/store.py`, "
+            "Both Milvus kinds through the workers' own store code (`workers/adapters/milvus_index.py`, "
             "`QueryStage._search_and_reply`), one after the other, with one redis-server. Vectors are random unit "
             f"{BENCH_EMBEDDER.dim}-d, {len(LABELS)} garment labels, one tenant, {a.index} index, flushed (and the index built) before "
             "the searches. "

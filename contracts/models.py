@@ -38,7 +38,7 @@ SCHEMA_MAJOR = 1
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.1"
 
 # Inline images travel inside Kafka records; producers and consumers raise their size limits to
-# MAX_RECORD_BYTES (see workers.settings). Larger catalog images must be passed by `uri`.
+# MAX_RECORD_BYTES (see workers.runtime.settings). Larger catalog images must be passed by `uri`.
 MAX_INLINE_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_CROP_BYTES = 512 * 1024
 # A product may be shot several times (front, back, flat, on model): each image is indexed.
@@ -59,7 +59,7 @@ LABELS: tuple[str, ...] = (
     "Left-shoe", "Right-shoe", "Face", "Left-leg", "Right-leg", "Left-arm", "Right-arm", "Bag", "Scarf",
 )
 LABEL_IDS: dict[str, int] = {name: i for i, name in enumerate(LABELS)}
-# Not garments: never indexed, never searched (configurable in workers.settings).
+# Not garments: never indexed, never searched (configurable in workers.runtime.settings).
 DEFAULT_NON_GARMENT_LABELS: tuple[str, ...] = (
     "Background", "Hair", "Face", "Left-leg", "Right-leg", "Left-arm", "Right-arm",
 )

@@ -1,6 +1,6 @@
 """Real services for the tests, started once per session on free loopback ports.
 
-The same code as ``lookstream stack up`` starts them (workers/stack.py): the Tansu broker, redis-server,
+The same code as ``lookstream stack up`` starts them (workers/local/stack.py): the Tansu broker, redis-server,
 Milvus Lite served over TCP, and tritonserver with the tiny declared-random SegFormer and ResNet50
 written into a temporary copy of triton_models/. Nothing here is a mock.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from workers import stack
-from workers.settings import Settings
+from workers.local import stack
+from workers.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,7 +47,7 @@ def _copy_models(dst: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory) -> Services:
-    from workers import model_repo
+    from workers.local import model_repo
 
     state = tmp_path_factory.mktemp("stack")
     models_src = _copy_models(state / "triton_models_src")
@@ -108,7 +108,7 @@ class Pipeline:
 
 def new_pipeline(services: Services) -> Pipeline:
     """A fresh namespace: unique topics, groups and collection."""
-    from workers.kafka_io import ensure_topics
+    from workers.runtime.kafka_io import ensure_topics
 
     ns = f"t{uuid.uuid4().hex[:8]}"
     env = {
@@ -168,7 +168,7 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def sample_catalog(tmp_path_factory):
-    from workers.catalog import generate
+    from workers.local.sample_catalog import generate
 
     out = tmp_path_factory.mktemp("catalog")
     return out, generate(out, n=50, seed=11, tenant="acme")

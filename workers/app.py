@@ -1,41 +1,48 @@
-"""Builds and runs one worker process: stage + Kafka clients + health/metrics endpoint."""
+"""Builds and runs one worker process: stage + Kafka clients + health/metrics endpoint.
+
+The production entry point: ``python -m workers.app [worker] segmentation|embedding|query`` (the worker image's
+ENTRYPOINT, and how the embedded stack starts its workers). It imports the product only, never ``workers.local``
+(developer tooling) and never torch: tests/unit/test_app_imports.py checks what it loads.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+import sys
+from typing import Callable, Sequence
 
-from . import metrics as m
-from .kafka_io import ensure_topics, make_consumer, make_producer
-from .logs import setup_logging
-from .runtime import Worker
-from .settings import Settings
+from workers.runtime import metrics as m
+from workers.runtime.kafka_io import ensure_topics, make_consumer, make_producer
+from workers.runtime.logs import setup_logging
+from workers.runtime.worker import Worker
+from workers.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def build_stage(kind: str, s: Settings):
-    from .triton_client import TritonModels
+    from workers.adapters.triton_client import TritonModels
 
     triton = TritonModels(s.triton_url, segformer_model=s.segformer_model, embed_model=s.embed_model,
                           timeout_s=s.triton_timeout_s, ssl=s.triton_ssl)
     if kind == "segmentation":
-        from .segmentation import SegmentationStage
+        from workers.stages.segmentation import SegmentationStage
 
         return SegmentationStage(s, triton)
     if kind == "query" and s.defer_pandas:
-        from .lazy_imports import defer_pandas
+        from workers.runtime.lazy_imports import defer_pandas
 
         defer_pandas()  # it only searches: pymilvus's pandas (~35 MB of RSS) stays out until something calls it
-    from .store import GarmentIndex, MetadataCache
+    from workers.adapters.milvus_index import GarmentIndex
+    from workers.adapters.product_state import MetadataCache
 
     if kind == "embedding":
-        from .embedding import EmbeddingStage
+        from workers.stages.embedding import EmbeddingStage
 
         return EmbeddingStage(s, triton, GarmentIndex(s, triton.embedder), MetadataCache(s))
     if kind == "query":
-        from .query import QueryStage
+        from workers.stages.query import QueryStage
 
         return QueryStage(s, triton, GarmentIndex(s, triton.embedder), MetadataCache(s))
     raise ValueError(f"unknown worker kind {kind!r}; expected segmentation, embedding or query")
@@ -90,3 +97,25 @@ def run_worker(kind: str, s: Settings | None = None) -> None:
     finally:
         readiness.stop()
         health.stop()
+
+
+KINDS = ("segmentation", "embedding", "query")
+USAGE = "usage: python -m workers.app [worker] segmentation|embedding|query"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``[worker] KIND``: the leading ``worker`` keeps the image's arguments those of ``lookstream worker KIND``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["worker"]:
+        args = args[1:]
+    if args in ([], ["-h"], ["--help"]):
+        print(USAGE)
+        return 0
+    if len(args) != 1 or args[0] not in KINDS:
+        print(USAGE, file=sys.stderr)
+        return 2
+    run_worker(args[0])
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,7 @@ RUN groupadd --system --gid 10001 lookstream \
        --shell /usr/sbin/nologin lookstream
 
 # ---- models-pull: the lookstream CLI + modeltools next to torch, to materialise weights into triton_models/.
-# `lookstream models pull` runs modeltools/weights.py from its checkout (workers/model_repo.py: ROOT = the source
+# `lookstream models pull` runs modeltools/weights.py from its checkout (workers/local/model_repo.py: ROOT = the source
 # tree, hence the editable install) with the python of LOOKSTREAM_MODEL_ENV: a venv that sees the system torch.
 FROM models AS models-pull
 ENV HF_HUB_OFFLINE=0 \
@@ -49,10 +49,12 @@ CMD ["models", "pull"]
 
 # ---- server (default target): render the GPU repository from the mounted /models, then run Triton, non-root.
 # The committed config.pbtxt files are CPU templates; deploy/docker/triton_start.py applies
-# workers.model_repo.render_config (KIND_GPU, instances, SegFormer size, TRITON_BACKEND) into /tmp/model_repository:
+# workers.local.model_repo.render_config (KIND_GPU, instances, SegFormer size, TRITON_BACKEND) into /tmp/model_repository:
 # by default Triton's native onnxruntime backend with TensorRT FP16 on the exported model.onnx.
 FROM models AS server
-COPY workers/__init__.py workers/model_repo.py workers/triton_config.py /opt/lookstream/workers/
+COPY workers/__init__.py /opt/lookstream/workers/
+COPY workers/local/__init__.py workers/local/model_repo.py /opt/lookstream/workers/local/
+COPY workers/adapters/__init__.py workers/adapters/triton_config.py /opt/lookstream/workers/adapters/
 COPY deploy/docker/triton_start.py /opt/lookstream/triton_start.py
 ENV TRITON_MODEL_SOURCE=/models \
     TRITON_MODEL_REPOSITORY=/tmp/model_repository \

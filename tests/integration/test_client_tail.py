@@ -13,7 +13,7 @@ import time
 from kafka import KafkaProducer
 
 from contracts.client import TopicTail
-from workers import stack
+from workers.local import stack
 
 
 def _until(cond, seconds: float, what: str) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from contracts import codec, topics
 from contracts.models import DeadLetter, IndexedEvent
-from workers.dlq import REPLAY_HEADER
-from workers.kafka_io import make_producer
+from workers.local.dlq import REPLAY_HEADER
+from workers.runtime.kafka_io import make_producer
 
 from conftest import wait_for
 from hostile import jpeg, product
@@ -28,7 +28,7 @@ TENANT = "acme"
 
 
 def lookstream(args, env, timeout=120):
-    r = subprocess.run([sys.executable, "-m", "workers.cli", "dlq", *args], env=env, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "workers.local.cli", "dlq", *args], env=env, capture_output=True, text=True,
                        timeout=timeout, cwd=ROOT, stdin=subprocess.DEVNULL)
     return r.returncode, r.stdout + r.stderr
 

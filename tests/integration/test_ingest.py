@@ -14,8 +14,9 @@ from PIL import Image
 from contracts import codec, topics
 from contracts.client import CatalogPublisher
 from contracts.models import DeadLetter, GarmentsEvent, IndexedEvent, ProductEvent
-from workers.ingest import OutcomeWatcher, ingest, read_catalog
-from workers.store import GarmentIndex, MetadataCache
+from workers.local.ingest import OutcomeWatcher, ingest, read_catalog
+from workers.adapters.milvus_index import GarmentIndex
+from workers.adapters.product_state import MetadataCache
 
 from conftest import count_by_event, frozen, metric, rewind_group, settled, terminate, wait_for
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.client import LookClient
 from contracts.models import DeadLetter, IndexedEvent
-from workers.ingest import CatalogEntry, ingest, read_catalog
+from workers.local.ingest import CatalogEntry, ingest, read_catalog
 
 from conftest import new_pipeline, wait_for
 

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from contracts.client import CatalogPublisher, LookClient
-from workers.catalog import draw_flat, draw_look
-from workers.ingest import OutcomeWatcher
-from workers.store import GarmentIndex
+from workers.local.sample_catalog import draw_flat, draw_look
+from workers.local.ingest import OutcomeWatcher
+from workers.adapters.milvus_index import GarmentIndex
 
 from conftest import new_pipeline
 

@@ -13,7 +13,7 @@ import pytest
 from contracts import codec, topics
 from contracts.client import CatalogPublisher, LookClient
 from contracts.models import DeadLetter, LookRequest, utc_now
-from workers.ingest import OutcomeWatcher, ingest, read_catalog
+from workers.local.ingest import OutcomeWatcher, ingest, read_catalog
 
 from conftest import new_pipeline, settled, wait_for
 
@@ -106,7 +106,7 @@ def test_filters_return_only_matching_products(pipeline, indexed):
 
 
 def _expected_ranking(garments, strategy):
-    """Each strategy worked out from its definition (README / workers/ranking.py docstring), not by rank().
+    """Each strategy worked out from its definition (README / workers/stages/ranking.py docstring), not by rank().
 
     Ties: best score of the product over all garments (higher first), then product id."""
     best, seen_in = {}, {}

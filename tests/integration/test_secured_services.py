@@ -22,10 +22,10 @@ import pytest
 
 from contracts.client import CatalogPublisher, TopicTail
 from contracts.models import ProductMetadata
-from workers import stack
-from workers.errors import DependencyError
-from workers.settings import Settings
-from workers.store import MetadataCache, ProductState
+from workers.local import stack
+from workers.runtime.errors import DependencyError
+from workers.runtime.settings import Settings
+from workers.adapters.product_state import MetadataCache, ProductState
 
 from conftest import wait_for
 

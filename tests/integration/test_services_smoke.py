@@ -4,7 +4,7 @@ import uuid
 
 import numpy as np
 
-from workers.kafka_io import ensure_topics, make_consumer, make_producer
+from workers.runtime.kafka_io import ensure_topics, make_consumer, make_producer
 
 
 def test_broker_round_trip_through_a_consumer_group(services):
@@ -55,7 +55,7 @@ def test_milvus_create_upsert_search(services):
 
 
 def test_triton_models_answer_over_grpc(services):
-    from workers.triton_client import TritonModels
+    from workers.adapters.triton_client import TritonModels
 
     t = TritonModels(services.env["LOOKSTREAM_TRITON_URL"])
     assert t.ready()

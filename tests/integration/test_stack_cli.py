@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from workers.stack import Stack, _alive
+from workers.local.stack import Stack, _alive
 
-LOOKSTREAM = [sys.executable, "-m", "workers.cli"]
+LOOKSTREAM = [sys.executable, "-m", "workers.local.cli"]
 
 
 def run(args, env, timeout=300):

@@ -8,8 +8,9 @@ from datetime import timedelta
 
 from contracts.client import CatalogPublisher
 from contracts.models import ImageRef, ProductEvent, ProductMetadata, utc_now
-from workers.ingest import OutcomeWatcher
-from workers.store import GarmentIndex, MetadataCache
+from workers.local.ingest import OutcomeWatcher
+from workers.adapters.milvus_index import GarmentIndex
+from workers.adapters.product_state import MetadataCache
 
 
 def test_replayed_old_events_are_stale(pipeline, sample_catalog):

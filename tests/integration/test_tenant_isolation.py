@@ -11,7 +11,8 @@ import uuid
 import numpy as np
 
 from contracts.models import Filters, ProductMetadata
-from workers.store import GarmentIndex, GarmentRow, garment_id
+from workers.adapters.milvus_index import GarmentIndex
+from workers.adapters.garment_rows import GarmentRow, garment_id
 
 TENANTS = ["alpha", "beta", "gamma"]
 LABELS = ["Upper-clothes", "Pants", "Dress"]

@@ -1,4 +1,4 @@
-"""Unit tests of workers/model_repo.py (no server, no torch)."""
+"""Unit tests of workers/local/model_repo.py (no server, no torch)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from workers import model_repo
-from workers import triton_config as tc
+from workers.local import model_repo
+from workers.adapters import triton_config as tc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -279,7 +279,7 @@ def test_choose_embedder_prefers_real_resnet_then_efficientnet(src):
 
 
 def test_embedder_collection_names_model_version_and_weights():
-    from workers.triton_client import Embedder
+    from workers.adapters.triton_client import Embedder
 
     a = Embedder("efficientnet_lite0", "1", 1280, "0123456789ab")
     assert a.collection("garments") == "garments__efficientnet_lite0_v1_0123456789ab"

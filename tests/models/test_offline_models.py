@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers import model_repo, stack
+from workers.local import model_repo, stack
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = model_repo.default_env_path()
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
     not (ENV / "bin" / "python").exists(), reason=f"no model env at {ENV} (bash scripts/setup.sh)"
 )
 
-from workers.triton_client import Embedder, TritonModels  # noqa: E402
+from workers.adapters.triton_client import Embedder, TritonModels  # noqa: E402
 
 
 def run_reference(model: str, weights: Path, data: np.ndarray, tmp: Path) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers import model_repo
+from workers.local import model_repo
 
 from test_triton_models import ENV, ROOT, SCENES, Server, person, run_reference  # noqa: E402  (same folder)
 
@@ -92,7 +92,7 @@ def test_served_onnx_matches_torch(runtime, models_src, inputs, torch_outputs, t
     srv = Server(models_src, tmp_path, runtime=runtime)
     try:
         srv.wait()
-        from workers.triton_client import TritonModels
+        from workers.adapters.triton_client import TritonModels
 
         with TritonModels(srv.url, timeout_s=120) as models:
             labels = models.segment(list(images))  # one batch of 6

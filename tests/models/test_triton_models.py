@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers import model_repo
-from workers.errors import DependencyError, PoisonError
+from workers.local import model_repo
+from workers.runtime.errors import DependencyError, PoisonError
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = model_repo.default_env_path()
@@ -36,7 +36,7 @@ if not (ENV / "bin" / "python").exists():  # a missing prerequisite is a failure
 import tritonclient.grpc as grpcclient  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from workers.triton_client import TritonModels  # noqa: E402
+from workers.adapters.triton_client import TritonModels  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- helpers

@@ -9,9 +9,10 @@ import uuid
 import pytest
 from storekit import Store, index_for
 
-from workers import stack
-from workers.settings import Settings
-from workers.store import CatalogWriter, MetadataCache
+from workers.local import stack
+from workers.runtime.settings import Settings
+from workers.adapters.catalog_writer import CatalogWriter
+from workers.adapters.product_state import MetadataCache
 
 KINDS = ("lite", "server")
 

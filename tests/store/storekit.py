@@ -7,9 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from contracts.models import ProductMetadata
-from workers.settings import Settings
-from workers.store import CatalogWriter, Change, GarmentIndex, GarmentRow, MetadataCache, garment_id
-from workers.triton_client import Embedder
+from workers.runtime.settings import Settings
+from workers.adapters.catalog_writer import CatalogWriter, Change
+from workers.adapters.milvus_index import GarmentIndex
+from workers.adapters.garment_rows import GarmentRow, garment_id
+from workers.adapters.product_state import MetadataCache
+from workers.adapters.triton_client import Embedder
 
 # The store's contract does not depend on which model made the vectors: a declared 2048-d test embedder
 # names the collection, so these tests need no Triton.
@@ -51,8 +54,8 @@ def look(store: Store, tenant: str, garments: dict[str, np.ndarray], top_k: int 
     enrich) for garments already found and embedded; returns the LookReply. No Triton needed."""
     from contracts import codec
     from contracts.models import BBox, Filters, ImageRef, LookReply, LookRequest
-    from workers.garments import GarmentCrop
-    from workers.query import QueryStage
+    from workers.media.garments import GarmentCrop
+    from workers.stages.query import QueryStage
 
     req = LookRequest(tenant=tenant, reply_to=f"looks.replies.{tenant}", image=ImageRef(uri="file:///x.jpg"),
                       top_k=top_k, filters=filters or Filters())

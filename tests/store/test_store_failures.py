@@ -9,12 +9,13 @@ import redis
 from storekit import delete, index_for, look, product_ids, unit, upsert, visible
 
 from contracts.models import Filters
-from workers import stack
-from workers.errors import DependencyError
-from workers.settings import Settings
-from workers.store import (
-    MIN_PARTITION_KEY_VERSION, CatalogWriter, GarmentIndex, MetadataCache, MilvusUnsupported, check_server,
-)
+from workers.local import stack
+from workers.runtime.errors import DependencyError
+from workers.runtime.settings import Settings
+from workers.adapters.milvus_server import MIN_PARTITION_KEY_VERSION, MilvusUnsupported, check_server
+from workers.adapters.catalog_writer import CatalogWriter
+from workers.adapters.milvus_index import GarmentIndex
+from workers.adapters.product_state import MetadataCache
 
 V1, V2 = "2026-01-01T00:00:01.000000Z|e1", "2026-01-01T00:00:02.000000Z|e2"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from contracts.models import ProductEvent
-from workers.ingest import read_catalog
+from workers.local.ingest import read_catalog
 
 
 def test_jsonl_images_and_garments_become_product_event_fields(tmp_path):

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from workers.demo import LOOK, write_demo
+from workers.local.demo import LOOK, write_demo
 
 
 def test_demo_catalog_and_a_street_look_not_in_it(tmp_path):

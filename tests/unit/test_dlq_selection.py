@@ -3,7 +3,7 @@
 import pytest
 
 from contracts.models import DeadLetter, utc_now
-from workers.dlq import DlqError, Letter, Selection, listing, parse_offsets, parse_ref, plan_replay
+from workers.local.dlq import DlqError, Letter, Selection, listing, parse_offsets, parse_ref, plan_replay
 
 
 def letter(offset, source="catalog.products", error_type="bad_image", reason="corrupt image", event_id=None,

@@ -1,4 +1,4 @@
-"""workers/fetch.py against a local HTTP server on 127.0.0.1: the only address these tests ever connect to.
+"""workers/media/fetch.py against a local HTTP server on 127.0.0.1: the only address these tests ever connect to.
 
 The server is reachable only through the test-only settings (plain http for 127.0.0.1, loopback allowed).
 Every connection the fetcher opens goes through a guard that fails the test for any address other than
@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from contracts.models import ImageRef
-from workers import fetch
-from workers.errors import PoisonError
-from workers.fetch import FetchUnavailable, address_refusal, fetch_image, host_allowed, signature_format
-from workers.images import image_bytes
-from workers.settings import Settings
+from workers.media import fetch
+from workers.runtime.errors import PoisonError
+from workers.media.fetch import FetchUnavailable, address_refusal, fetch_image, host_allowed, signature_format
+from workers.media.images import image_bytes
+from workers.runtime.settings import Settings
 
 
 def _png(size=(32, 32)) -> bytes:

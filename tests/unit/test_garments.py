@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from contracts.models import DEFAULT_NON_GARMENT_LABELS, LABEL_IDS, LABELS, BBox
-from workers.garments import (
+from workers.media.garments import (
     GarmentRules,
     Letterbox,
     connected_regions,

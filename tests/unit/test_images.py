@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from contracts.models import ImageRef
-from workers.errors import PoisonError
-from workers.images import decode_image, image_bytes, load_image
-from workers.settings import Settings
+from workers.runtime.errors import PoisonError
+from workers.media.images import decode_image, image_bytes, load_image
+from workers.runtime.settings import Settings
 
 
 def settings(**kw) -> Settings:

@@ -1,4 +1,4 @@
-"""workers/lazy_imports.py: pandas deferred behind stand-ins, in a fresh interpreter (sys.modules is global)."""
+"""workers/runtime/lazy_imports.py: pandas deferred behind stand-ins, in a fresh interpreter (sys.modules is global)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 SCRIPT = r'''
 import sys
-from workers.lazy_imports import defer_pandas, pandas_imported
+from workers.runtime.lazy_imports import defer_pandas, pandas_imported
 assert defer_pandas()
 import pymilvus  # imports pandas at module level
 from pymilvus import MilvusClient, DataType

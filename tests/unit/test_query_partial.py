@@ -12,11 +12,11 @@ import pytest
 
 from contracts import codec
 from contracts.models import BBox, LookReply, LookRequest
-from workers.errors import DependencyError
-from workers.garments import GarmentCrop
-from workers.query import QueryStage
-from workers.settings import Settings
-from workers.store import Hit
+from workers.runtime.errors import DependencyError
+from workers.media.garments import GarmentCrop
+from workers.stages.query import QueryStage
+from workers.runtime.settings import Settings
+from workers.adapters.garment_rows import Hit
 
 
 class Index:

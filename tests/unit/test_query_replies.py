@@ -1,4 +1,4 @@
-"""Reply routing and the size bound of a LookReply (pure logic of workers/query.py)."""
+"""Reply routing and the size bound of a LookReply (pure logic of workers/stages/query.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 
 from contracts import codec
 from contracts.models import BBox, GarmentMatches, ImageRef, LookReply, LookRequest, Match, ProductMetadata, utc_now
-from workers.errors import PoisonError
-from workers.query import QueryStage, fit_reply, reply_topic
-from workers.runtime import Item, Out, Record
-from workers.settings import Settings
+from workers.runtime.errors import PoisonError
+from workers.stages.query import QueryStage, fit_reply, reply_topic
+from workers.runtime.worker import Item, Out, Record
+from workers.runtime.settings import Settings
 
 P = "looks.replies"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.models import BBox, GarmentMatches, Match, ProductMetadata
-from workers.ranking import MISSING_DISTANCE, rank
+from workers.stages.ranking import MISSING_DISTANCE, rank
 
 
 def g(label: str, *matches: tuple[str, float]) -> GarmentMatches:
@@ -112,7 +112,7 @@ def test_unknown_strategy_raises():
 def test_best_per_product_keeps_each_products_best_hit_in_order():
     from types import SimpleNamespace as H
 
-    from workers.ranking import best_per_product
+    from workers.stages.ranking import best_per_product
 
     hits = [H(product_id=p, score=s) for p, s in
             [("a", 0.9), ("a", 0.8), ("b", 0.7), ("a", 0.6), ("c", 0.5), ("b", 0.4), ("d", 0.3)]]

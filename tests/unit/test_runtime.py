@@ -1,7 +1,7 @@
 """The Worker loop's ordering and commit rules, driven by in-memory fakes of the Kafka clients.
 
 The fakes only stand in for the client objects' calls (poll/pause/commit/send/flush); every rule tested
-here is pure logic of workers/runtime.py: produce and flush before commit, last offset + 1 per partition,
+here is pure logic of workers/runtime/worker.py: produce and flush before commit, last offset + 1 per partition,
 dead letters for undecodable input, retry on DependencyError with paused partitions, batch splitting.
 """
 
@@ -20,10 +20,10 @@ from kafka.structs import TopicPartition
 
 from contracts import codec
 from contracts.models import DeadLetter, IndexedEvent, ProductEvent
-from workers import metrics as m
-from workers.errors import DependencyError, PoisonError
-from workers.runtime import Backoff, Out, Record, Result, Worker
-from workers.settings import Settings
+from workers.runtime import metrics as m
+from workers.runtime.errors import DependencyError, PoisonError
+from workers.runtime.worker import Backoff, Out, Record, Result, Worker
+from workers.runtime.settings import Settings
 
 IN = "catalog.products"
 OUT = "catalog.indexed"
@@ -464,7 +464,7 @@ def test_only_the_records_that_failed_are_resent():
 
 
 def test_an_output_over_the_record_limit_is_never_sent():
-    from workers.settings import MAX_RECORD_BYTES
+    from workers.runtime.settings import MAX_RECORD_BYTES
 
     huge = Out(OUT, b"x" * (MAX_RECORD_BYTES + 1))
     stage = FakeStage(per_item=lambda item: Result(outputs=[huge, FakeStage.out(item)]))

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from contracts.models import DEFAULT_NON_GARMENT_LABELS, LABEL_IDS, LABELS
-from workers.settings import Settings, load_settings, redact_url
+from workers.runtime.settings import Settings, load_settings, redact_url
 
 
 def settings(**kw) -> Settings:
@@ -160,7 +160,7 @@ def test_kafka_common_sasl_from_env(monkeypatch):
 
 
 def test_every_list_setting_reads_csv_and_json_from_the_environment(monkeypatch):
-    from workers.settings import Settings
+    from workers.runtime.settings import Settings
 
     monkeypatch.setenv("LOOKSTREAM_FETCH_ALLOWED_HOSTS", "cdn.example.com, *.shop.example")
     monkeypatch.setenv("LOOKSTREAM_FETCH_ALLOW_HTTP_HOSTS", '["127.0.0.1"]')

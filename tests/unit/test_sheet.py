@@ -1,4 +1,4 @@
-"""workers.sheet: the result sheet (HTML + PNG) and the terminal table, built from a hand-made reply."""
+"""workers.local.sheet: the result sheet (HTML + PNG) and the terminal table, built from a hand-made reply."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from contracts.models import BBox, GarmentMatches, LookReply, Match, ProductMetadata, RankedProduct, ReplyStatus
-from workers.sheet import format_table, write_sheet
+from workers.local.sheet import format_table, write_sheet
 
 HOSTILE_TITLE = "<script>alert(1)</script>"
 HOSTILE_BRAND = '"><img src=x onerror=alert(2)>'

@@ -1,4 +1,4 @@
-"""workers.sheet in a real browser: headless Chromium loads index.html, all 6 match images decode.
+"""workers.local.sheet in a real browser: headless Chromium loads index.html, all 6 match images decode.
 
 Driven with Chromium's own command line (--dump-dom / --screenshot), no selenium or playwright.
 The sheet forbids scripts (CSP script-src 'none'), so the check runs on a probe copy of the page
@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from contracts.models import BBox, GarmentMatches, LookReply, Match, ProductMetadata, RankedProduct, ReplyStatus
-from workers.sheet import write_sheet
+from workers.local.sheet import write_sheet
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TIMEOUT_S = 90

@@ -5,7 +5,7 @@ model's answer out, so a runner is just ``run(batch) -> output``; no torch is im
 
 ``RUNTIME`` (config parameter, rendered from LOOKSTREAM_MODEL_RUNTIME): ``torch`` (the model's own torch code),
 ``onnxruntime``, ``openvino``, or ``auto``: the model's preferred runtime (``PREFERRED_RUNTIME``, rendered by
-workers/model_repo.py from measurements, see docs/operations.md) when its ONNX file exists and that runtime is
+workers/local/model_repo.py from measurements, see docs/operations.md) when its ONNX file exists and that runtime is
 installed, else onnxruntime when it is, else torch. ``PRECISION`` (OpenVINO only): ``f32`` or ``auto`` (OpenVINO's
 default: bf16 on CPUs with AMX / AVX512-BF16, f32 elsewhere).
 """

@@ -10,7 +10,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from contracts import topics as t
 
-from .settings import MAX_RECORD_BYTES, Settings
+from workers.runtime.settings import MAX_RECORD_BYTES, Settings
 
 log = logging.getLogger(__name__)
 

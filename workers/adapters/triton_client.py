@@ -22,7 +22,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from .errors import DependencyError, PoisonError
+from workers.runtime.errors import DependencyError, PoisonError
 
 # gRPC status codes that mean "the input itself is bad".
 _POISON_STATUS = {"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE"}

@@ -16,7 +16,7 @@ Failures are sorted by whose fault they are:
   item-by-item pass is bounded by ``batch_retry_budget_s`` and polls (paused) between attempts, so the
   member never outlives ``max_poll_interval_ms``; after every wait, items of partitions we lost are dropped.
 - An output the broker refuses for good (too large, missing or forbidden topic) is replaced by a dead
-  letter of its input (workers/delivery.py); only transient produce errors are resent, and only the
+  letter of its input (workers/runtime/delivery.py); only transient produce errors are resent, and only the
   records that failed.
 - A record whose key names another product than its payload is refused (per-product ordering).
 - An error raised by ``poll()`` itself (corrupt batch, unreadable codec) is counted and logged; a partition
@@ -50,10 +50,10 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from contracts import codec, topics
 from contracts.models import Message
 
-from . import delivery
-from . import metrics as m
-from .errors import DependencyError, PoisonError
-from .settings import MAX_RECORD_BYTES, Settings
+from workers.runtime import delivery
+from workers.runtime import metrics as m
+from workers.runtime.errors import DependencyError, PoisonError
+from workers.runtime.settings import MAX_RECORD_BYTES, Settings
 
 log = logging.getLogger(__name__)
 

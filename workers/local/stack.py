@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETUP_HINT = "bash scripts/setup.sh"
 WORKER_KINDS = ("segmentation", "embedding", "query")
 # The Triton model repository (with its weights); LOOKSTREAM_MODEL_REPOSITORY points elsewhere.
@@ -307,7 +307,7 @@ def milvus_warm_up(uri: str) -> float:
 
     from pymilvus import DataType, MilvusClient
 
-    from .store import milvus_client
+    from workers.adapters.milvus_server import milvus_client
 
     t0 = time.monotonic()
     c = milvus_client(uri, timeout=120)
@@ -332,7 +332,7 @@ def milvus_warm_up(uri: str) -> float:
 
 
 def milvus_ready(uri: str) -> bool:
-    from .store import milvus_client
+    from workers.adapters.milvus_server import milvus_client
 
     client = milvus_client(uri, timeout=2)
     try:
@@ -350,8 +350,8 @@ def triton_service(state: Path, http_port: int, grpc_port: int, metrics_port: in
     S defaults to the size the served segmenter was trained at (its provenance ``input_size``), else 512;
     instances / threads / runtime / INT8 default to the settings (LOOKSTREAM_MODEL_INSTANCES, _MODEL_THREADS,
     _MODEL_RUNTIME, _EMBEDDER_INT8)."""
-    from . import model_repo
-    from .settings import Settings
+    from workers.local import model_repo
+    from workers.runtime.settings import Settings
 
     s = Settings()
     env_path = model_env()
@@ -386,8 +386,7 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 
 def worker_proc(kind: str, state: Path, env: dict[str, str], name: str | None = None) -> Proc:
-    exe = Path(sys.executable).with_name("lookstream")
-    argv = [str(exe), "worker", kind] if exe.exists() else [sys.executable, "-m", "workers.cli", "worker", kind]
+    argv = [sys.executable, "-m", "workers.app", kind]  # the production entry point, as in the worker image
     # glibc's default of 8 malloc arenas per core lets the gRPC / Kafka threads each grow their own heap.
     env = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"), **env}
     return Proc(name or f"worker-{kind}", argv, state, env=env, cwd=ROOT)
@@ -457,8 +456,8 @@ class Stack:
                 echo(f"  {svc.name:<8} ready in {took:5.1f} s  {' '.join(svc.env.values())}")
             self._write_env(env)
             if workers:
-                from .kafka_io import ensure_topics
-                from .settings import Settings
+                from workers.runtime.kafka_io import ensure_topics
+                from workers.runtime.settings import Settings
 
                 ensure_topics(Settings(**_settings_kwargs(env)))
                 for kind in WORKER_KINDS:
@@ -518,14 +517,14 @@ class Stack:
 
 
 def _triton_ready(env: dict[str, str]) -> bool:
-    from .triton_client import TritonModels
+    from workers.adapters.triton_client import TritonModels
 
     return TritonModels(env["LOOKSTREAM_TRITON_URL"], embed_model=env.get("LOOKSTREAM_EMBED_MODEL", "resnet50")).ready()
 
 
 def _settings_kwargs(env: dict[str, str]) -> dict:
     """LOOKSTREAM_* env entries -> Settings keyword arguments."""
-    from .settings import Settings
+    from workers.runtime.settings import Settings
 
     fields = Settings.model_fields
     out = {}

@@ -37,8 +37,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from .errors import PoisonError
-from .settings import Settings
+from workers.runtime.errors import PoisonError
+from workers.runtime.settings import Settings
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 64 * 1024

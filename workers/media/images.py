@@ -12,8 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from contracts.models import ImageRef
 
-from .errors import PoisonError
-from .settings import Settings
+from workers.runtime.errors import PoisonError
+from workers.runtime.settings import Settings
 
 # Pillow's own bomb guard would raise DecompressionBombError at 2x its limit and only warn below;
 # we check the declared size ourselves (settings.max_image_pixels) before decoding anything.
@@ -27,7 +27,7 @@ def image_bytes(ref: ImageRef, s: Settings) -> bytes:
     elif ref.uri is not None and ref.uri.startswith("file://"):
         data = _read_file_uri(ref.uri, s)
     elif ref.uri is not None and ref.uri.startswith(("https://", "http://", "s3://")):  # fetch.py decides
-        from .fetch import fetch_image  # PoisonError for refusals; FetchUnavailable (retried) for outages
+        from workers.media.fetch import fetch_image  # PoisonError for refusals; FetchUnavailable (retried) for outages
 
         data = fetch_image(ref.uri, s)
     else:

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     segformer_size: int = 512
     crop_size: int = 256
     embed_batch: int = 32
-    # The embedded stack's tritonserver (workers/model_repo.py render_repository): what the CPU instances run.
+    # The embedded stack's tritonserver (workers/local/model_repo.py render_repository): what the CPU instances run.
     model_runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = Field(
         "auto", description="auto = each model's measured fastest runtime on its ONNX file (torch without one)")
     model_threads: int = Field(1, ge=1, le=64, description="intra-op threads per model instance (1 on 2 cores)")
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     mask_open_fraction: float = Field(
         0.02, ge=0, le=0.2, description="open garment masks with a square of this fraction of the shorter side (0 = off)")
     blank_background: bool = Field(False, description="grey out pixels outside the garment mask in the crop")
-    # How a label's pixels become one garment object (workers.garments.GarmentRules; chosen on bench relevance).
+    # How a label's pixels become one garment object (workers.media.garments.GarmentRules; chosen on bench relevance).
     garment_rule: Literal["components", "label_sum"] = Field(
         "components", description="components: the largest connected region and those near it; label_sum: the seed")
     garment_merge_gap_fraction: float = Field(
@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     min_image_side: int = 16
     allowed_image_formats: CsvList = Field(default_factory=lambda: ["JPEG", "PNG", "WEBP"])
     image_root: Path | None = Field(None, description="file:// image URIs must resolve under this folder")
-    # Remote images (workers/fetch.py): https only, to these hosts ("*.cdn.example" = any subdomain), public IPs.
+    # Remote images (workers/media/fetch.py): https only, to these hosts ("*.cdn.example" = any subdomain), public IPs.
     fetch_allowed_hosts: CsvList = Field(default_factory=list, description="empty = https/s3 fetching disabled")
     fetch_timeout_s: float = Field(10.0, gt=0, description="total time for one image, redirects included")
     fetch_max_redirects: int = Field(3, ge=0, le=10)
@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     milvus_nprobe: int = 16
     milvus_hnsw_ef: int = 128
     # Searches do not wait for the server's time tick (Strong: ~200 ms on a Milvus server, Bounded ~2 ms);
-    # deleted products are kept out of replies by the product states in Redis (workers/store.py).
+    # deleted products are kept out of replies by the product states in Redis (workers/adapters/product_state.py).
     milvus_search_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = "Bounded"
 
     # --- Redis
@@ -173,7 +173,7 @@ class Settings(BaseSettings):
 
     @property
     def garment_rules(self):
-        from .garments import GarmentRules
+        from workers.media.garments import GarmentRules
 
         return GarmentRules(mode=self.garment_rule, min_region_fraction=self.garment_min_region_fraction,
                             merge_gap_fraction=self.garment_merge_gap_fraction,

@@ -1,7 +1,7 @@
 """Triton ``config.pbtxt`` as a structure: parse the protobuf text format into dicts, edit, write it back.
 
 Stdlib only (the Triton image's entry point imports it). The committed ``triton_models/*/config.pbtxt`` are read
-with :func:`parse`, the runtime configs are built by editing that structure (workers/model_repo.py), and
+with :func:`parse`, the runtime configs are built by editing that structure (workers/local/model_repo.py), and
 :func:`dumps` writes them; no regular expression ever edits a config. The tests parse every rendered config with
 Triton's own ``model_config.proto`` (tritonclient's ``model_config_pb2``) to prove the structure is valid.
 

@@ -10,12 +10,15 @@ import numpy as np
 
 from contracts.models import GarmentsEvent, IndexedEvent, utc_now
 
-from . import metrics as m
-from .errors import PoisonError
-from .garments import decode_jpeg
-from .runtime import Item, Out, Result, Timings
-from .settings import Settings
-from .store import Applied, CatalogWriter, Change, GarmentIndex, GarmentRow, MetadataCache, event_version, garment_id
+from workers.runtime import metrics as m
+from workers.runtime.errors import PoisonError
+from workers.media.garments import decode_jpeg
+from workers.runtime.worker import Item, Out, Result, Timings
+from workers.runtime.settings import Settings
+from workers.adapters.catalog_writer import Applied, CatalogWriter, Change
+from workers.adapters.milvus_index import GarmentIndex
+from workers.adapters.garment_rows import GarmentRow, event_version, garment_id
+from workers.adapters.product_state import MetadataCache
 
 
 class EmbeddingStage:

@@ -21,15 +21,16 @@ from contracts.models import (
     MAX_PRODUCT_IMAGES, BBox, GarmentMatches, LookReply, LookRequest, Match, ReplyStatus, utc_now,
 )
 
-from . import metrics as m
-from .errors import DependencyError, PoisonError
-from .fetch import FetchUnavailable
-from .garments import as_indexed, extract_garments, letterbox, unletterbox
-from .images import decode_image, image_bytes
-from .ranking import best_per_product, rank
-from .runtime import Item, Out, Record, Result, Timings
-from .settings import MAX_RECORD_BYTES, Settings
-from .store import GarmentIndex, MetadataCache, live_hits
+from workers.runtime import metrics as m
+from workers.runtime.errors import DependencyError, PoisonError
+from workers.media.fetch import FetchUnavailable
+from workers.media.garments import as_indexed, extract_garments, letterbox, unletterbox
+from workers.media.images import decode_image, image_bytes
+from workers.stages.ranking import best_per_product, rank
+from workers.runtime.worker import Item, Out, Record, Result, Timings
+from workers.runtime.settings import MAX_RECORD_BYTES, Settings
+from workers.adapters.milvus_index import GarmentIndex
+from workers.adapters.product_state import MetadataCache, live_hits
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("Dress", "Upper-clothes", "Pants", "Skirt", "Hat", "Bag")
 CATEGORIES = {"Upper-clothes": "tops", "Pants": "bottoms", "Skirt": "bottoms", "Dress": "dresses", "Hat": "accessories",
               "Bag": "accessories"}

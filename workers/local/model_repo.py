@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from . import triton_config as tc
+from workers.adapters import triton_config as tc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS_SRC = ROOT / "triton_models"
 WEIGHTS_TOOL = ROOT / "modeltools" / "weights.py"
 ONNX_TOOL = ROOT / "modeltools" / "onnx_export.py"
@@ -122,7 +122,7 @@ def model_config(
     instances: int = 1, torch_threads: int = 1, backend: Backend = "python", runtime: Runtime = "auto",
     int8: bool = False, weights_id: str | None = None,
 ) -> dict:
-    """The runtime config of one model as a structure (workers/triton_config.py), from the committed text.
+    """The runtime config of one model as a structure (workers/adapters/triton_config.py), from the committed text.
 
     ``backend="python"``: model.py (torch, or onnxruntime/OpenVINO on the ONNX file: RUNTIME). ``"onnxruntime"``:
     Triton's native onnxruntime backend on ``1/model.onnx``; on a GPU with the TensorRT execution provider in FP16
@@ -171,7 +171,7 @@ def model_config(
 def render_config(text: str, *, model: str, env_path: Path | None, **kw) -> str:
     """A runtime config.pbtxt from the committed one (pure function: see model_config and render_repository)."""
     return tc.dumps(model_config(text, model=model, env_path=env_path, **kw),
-                    header=f"rendered by workers/model_repo.py from the committed config.pbtxt of {model}")
+                    header=f"rendered by workers/local/model_repo.py from the committed config.pbtxt of {model}")
 
 
 def write_model_dir(src_model: Path, out: Path, config_text: str, backend: Backend = "python",
@@ -471,6 +471,6 @@ def pull_weights(
     return _run_weights_tool(args, Path(env_path or default_env_path()), quiet)
 
 
-if __name__ == "__main__":  # a quick look: python -m workers.model_repo
+if __name__ == "__main__":  # a quick look: python -m workers.local.model_repo
     json.dump(weights_provenance(), sys.stdout, indent=2)
     print()

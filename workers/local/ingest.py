@@ -16,7 +16,7 @@ from contracts import codec, topics
 from contracts.client import CatalogPublisher, TopicTail
 from contracts.models import DeadLetter, IndexedEvent, ProductEvent
 
-from .settings import Settings
+from workers.runtime.settings import Settings
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 

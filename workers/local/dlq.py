@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 from contracts import codec, topics
 from contracts.models import DeadLetter
 
-from .settings import MAX_RECORD_BYTES, Settings
+from workers.runtime.settings import MAX_RECORD_BYTES, Settings
 
 REPLAY_HEADER = "lookstream-replayed-from"
 
@@ -283,7 +283,7 @@ def plan_replay(letters: list[Letter], sel: Selection) -> ReplayPlan:
 def replay(s: Settings, plan: ReplayPlan, progress: Callable[[int, int], None] | None = None,
            producer=None) -> list[Replayed]:
     """Produce every chosen record to its source topic; returns where each landed (all acknowledged)."""
-    from .kafka_io import make_producer
+    from workers.runtime.kafka_io import make_producer
 
     own = producer is None
     producer = producer or make_producer(s)

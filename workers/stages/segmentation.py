@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from contracts.models import Garment, GarmentsEvent, ProductEvent
 
-from .errors import PoisonError
-from .garments import encode_jpeg, extract_garments, letterbox, unletterbox
-from .images import decode_image, image_bytes
-from .runtime import Item, Out, Result, Timings
-from .settings import Settings
-from .store import image_id_of
+from workers.runtime.errors import PoisonError
+from workers.media.garments import encode_jpeg, extract_garments, letterbox, unletterbox
+from workers.media.images import decode_image, image_bytes
+from workers.runtime.worker import Item, Out, Result, Timings
+from workers.runtime.settings import Settings
+from workers.adapters.garment_rows import image_id_of
 
 
 class SegmentationStage:

@@ -18,8 +18,8 @@ from kafka import errors as kerr
 
 from contracts.models import DeadLetter
 
-from . import metrics as m
-from .errors import PoisonError
+from workers.runtime import metrics as m
+from workers.runtime.errors import PoisonError
 
 log = logging.getLogger(__name__)
 
