@@ -10,7 +10,7 @@ from contracts import codec
 from contracts.models import BBox, GarmentMatches, ImageRef, LookReply, LookRequest, Match, ProductMetadata, utc_now
 from workers.runtime.errors import PoisonError
 from workers.stages.query import QueryStage, fit_reply, reply_topic
-from workers.runtime.worker import Item, Out, Record
+from workers.runtime.records import Item, Out, Record
 from workers.runtime.settings import Settings
 
 P = "looks.replies"

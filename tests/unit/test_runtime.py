@@ -22,7 +22,9 @@ from contracts import codec
 from contracts.models import DeadLetter, IndexedEvent, ProductEvent
 from workers.runtime import metrics as m
 from workers.runtime.errors import DependencyError, PoisonError
-from workers.runtime.worker import Backoff, Out, Record, Result, Worker
+from workers.runtime.records import Out, Record, Result
+from workers.runtime.retry import Backoff
+from workers.runtime.worker import Worker
 from workers.runtime.settings import Settings
 
 IN = "catalog.products"

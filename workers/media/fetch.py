@@ -20,7 +20,7 @@ The rules, checked at every hop (the first request and each redirect):
 
 Policy refusals and permanent answers (4xx) raise ``PoisonError`` (the input is bad: dead letter at once).
 Network trouble with an allowed host (timeouts, refused connections, resets, 5xx, 408/429) raises
-``FetchUnavailable``, an unclassified error: the runtime retries the item ``item_attempts`` times and then
+``FetchUnavailable``, a ``TransientError``: the runtime retries the item ``item_attempts`` times and then
 dead-letters it, so one dead image server can neither block a partition nor fill the DLQ on a blip.
 
 Stdlib only (socket, ssl, http.client).
@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-from workers.runtime.errors import PoisonError
+from workers.runtime.errors import PoisonError, TransientError
 from workers.runtime.settings import Settings
 
 _REDIRECTS = (301, 302, 303, 307, 308)
@@ -46,7 +46,7 @@ _METADATA_IPS = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
-class FetchUnavailable(RuntimeError):
+class FetchUnavailable(TransientError):
     """An allowed image host could not be reached or answered with a transient error: worth retrying."""
 
 

@@ -88,3 +88,17 @@ def peek_ids(raw: bytes | None) -> tuple[str | None, str | None]:
         return (str(ev)[:128] if ev else None, str(tenant)[:64] if tenant else None)
     except Exception:
         return None, None
+
+
+class DeadLetters:
+    """Builds the dead-letter output of one input record for one stage: ``<input topic>.dlq``, keyed like the input."""
+
+    def __init__(self, stage: str, dlq_topic: str, max_bytes: int):
+        self.stage, self.topic, self.max_bytes = stage, dlq_topic, max_bytes
+
+    def of(self, rec, err: PoisonError, attempts: int, first_seen: datetime):
+        from workers.runtime.records import Out
+
+        dl = dead_letter(self.stage, rec, err, attempts, first_seen, self.max_bytes)
+        key = rec.key.decode(errors="replace") if rec.key else None
+        return Out.of(self.topic, dl, key=key, extra_headers=dlq_headers(dl))

@@ -1,4 +1,10 @@
-"""Whose fault is it? The runtime retries a DependencyError forever and dead-letters a PoisonError."""
+"""Whose fault is it? Three tiers, each handled its own way by the runtime (workers/runtime/retry.py):
+
+- ``DependencyError``: a service is down; the batch is retried forever, partitions paused, nothing dead-lettered.
+- ``TransientError``: this item may pass on a retry (an image host timing out); retried ``item_attempts`` times
+  within the batch's retry budget, then dead-lettered. An error of no tier (a bug) is treated the same way.
+- ``PoisonError``: the input itself is bad; dead-lettered at once.
+"""
 
 
 class DependencyError(RuntimeError):
@@ -7,6 +13,10 @@ class DependencyError(RuntimeError):
     def __init__(self, dependency: str, message: str = ""):
         super().__init__(message or f"{dependency} unavailable")
         self.dependency = dependency
+
+
+class TransientError(RuntimeError):
+    """This item failed for a reason that may pass (a remote host timing out): a bounded number of retries."""
 
 
 class PoisonError(ValueError):

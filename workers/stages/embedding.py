@@ -13,7 +13,7 @@ from contracts.models import GarmentsEvent, IndexedEvent, utc_now
 from workers.runtime import metrics as m
 from workers.runtime.errors import PoisonError
 from workers.media.garments import decode_jpeg
-from workers.runtime.worker import Item, Out, Result, Timings
+from workers.runtime.records import Item, Out, Result, Timings
 from workers.runtime.settings import Settings
 from workers.adapters.catalog_writer import Applied, CatalogWriter, Change
 from workers.adapters.milvus_index import GarmentIndex

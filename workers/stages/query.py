@@ -27,7 +27,7 @@ from workers.media.fetch import FetchUnavailable
 from workers.media.garments import as_indexed, extract_garments, letterbox, unletterbox
 from workers.media.images import decode_image, image_bytes
 from workers.stages.ranking import best_per_product, rank
-from workers.runtime.worker import Item, Out, Record, Result, Timings
+from workers.runtime.records import Item, Out, Record, Result, Timings
 from workers.runtime.settings import MAX_RECORD_BYTES, Settings
 from workers.adapters.milvus_index import GarmentIndex
 from workers.adapters.product_state import MetadataCache, live_hits

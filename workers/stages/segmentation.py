@@ -14,7 +14,7 @@ from contracts.models import Garment, GarmentsEvent, ProductEvent
 from workers.runtime.errors import PoisonError
 from workers.media.garments import encode_jpeg, extract_garments, letterbox, unletterbox
 from workers.media.images import decode_image, image_bytes
-from workers.runtime.worker import Item, Out, Result, Timings
+from workers.runtime.records import Item, Out, Result, Timings
 from workers.runtime.settings import Settings
 from workers.adapters.garment_rows import image_id_of
 

@@ -1,0 +1,51 @@
+"""The commit step: per partition, offsets up to the first record whose outcome is not decided, never past it."""
+
+from __future__ import annotations
+
+import logging
+
+from kafka.errors import CommitFailedError, IllegalGenerationError, RebalanceInProgressError, UnknownMemberIdError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from workers.runtime.records import Record, coords
+
+log = logging.getLogger(__name__)
+
+
+class Committer:
+    def __init__(self, name: str, consumer):
+        self.name, self.consumer = name, consumer
+
+    def commit(self, records: list[Record], done: set[tuple[str, int, int]]) -> None:
+        """Per partition, commit up to the first record not processed (dropped after a rebalance) and
+        rewind to it, so a record that was never processed is never committed past."""
+        by_tp: dict[TopicPartition, list[Record]] = {}
+        for r in records:
+            by_tp.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+        owned = self.consumer.assignment()
+        offsets, rewind = {}, {}
+        for tp, recs in by_tp.items():
+            if tp not in owned:
+                continue
+            recs.sort(key=lambda r: r.offset)
+            upto = None
+            for r in recs:
+                if coords(r) not in done:
+                    rewind[tp] = r.offset
+                    break
+                upto = r.offset + 1
+            if upto is not None:
+                offsets[tp] = upto
+        self.commit_offsets(offsets)
+        for tp, offset in rewind.items():
+            self.consumer.seek(tp, offset)
+
+    def commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()})
+        except (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError) as e:
+            # The group rebalanced mid-batch (kafka-python 3.0.12 raises RebalanceInProgressError itself when a
+            # member joins meanwhile); the new owner replays from the last commit (idempotent).
+            log.warning("%s: commit rejected after a rebalance (%s); records will be replayed", self.name, e)
