@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
 from bench import harness as h  # noqa: E402
 from bench import report as rep  # noqa: E402
 from contracts.models import DeadLetter, IndexedEvent  # noqa: E402
-from workers.local.ingest import OutcomeWatcher  # noqa: E402
+from workers.local.ingest import ingest  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -46,46 +46,30 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- ingest runs
 def run_ingest(ns: h.Namespace, entries, tenant: str, timeout: float = 3600, progress: bool = True) -> dict:
-    """Publish ``entries`` and wait for every outcome: wall time, first outcome, garments."""
-    from contracts.client import CatalogPublisher
-    from contracts.models import ProductEvent
+    """``lookstream ingest``'s own ``ingest()``: publish ``entries``, wait for every outcome; wall time, first
+    outcome, garments."""
+    t0 = time.monotonic()
+    last = [-1.0]
 
-    s = ns.settings
-    payloads = [(e, e.image.read_bytes()) for e in entries]  # read before the clock starts
-    watcher = OutcomeWatcher(s)
-    extra = {k: v for k, v in s.kafka_common().items() if k != "bootstrap_servers"}
-    ids: list[str] = []
-    try:
-        t0 = time.monotonic()
-        with CatalogPublisher(s.bootstrap_servers, topic=s.topic_products, **extra) as pub:
-            for e, data in payloads:
-                ev = ProductEvent(tenant=tenant, product_id=e.product_id, image={"bytes": data}, metadata=e.metadata)
-                pub.publish(ev)
-                ids.append(ev.event_id)
-        t_pub = time.monotonic() - t0
-        last = [-1.0]
+    def show(done: int) -> None:
+        if progress and (done == len(entries) or time.monotonic() - last[0] > 5):
+            last[0] = time.monotonic()
+            log(f"    {done}/{len(entries)} outcomes after {time.monotonic() - t0:.0f} s")
 
-        def show(done: int) -> None:
-            if progress and (done == len(ids) or time.monotonic() - last[0] > 5):
-                last[0] = time.monotonic()
-                log(f"    {done}/{len(ids)} outcomes after {time.monotonic() - t0:.0f} s")
-
-        watcher.wait(set(ids), timeout, show)
-        outs = {e: watcher.outcomes.get(e) for e in ids}
-        times = sorted(watcher.arrived[e] - t0 for e in ids if e in watcher.arrived)
-    finally:
-        watcher.close()
-    indexed = [o for o in outs.values() if isinstance(o, IndexedEvent)]
+    rep = ingest(ns.settings, entries, tenant, timeout=timeout, progress=show)
+    outs = list(rep.outcomes.values())
+    times = sorted(rep.arrival_s.values())
+    indexed = [o for o in outs if isinstance(o, IndexedEvent)]
     garments = sum(len(o.labels) for o in indexed)
     wall = times[-1] if times else float("nan")
     return {
-        "images": len(ids), "tenant": tenant, "publish_s": t_pub, "wall_s": wall,
+        "images": rep.published, "tenant": tenant, "publish_s": rep.publish_seconds, "wall_s": wall,
         "first_outcome_s": times[0] if times else None,
         "images_per_s": len(times) / wall if times else 0.0,
-        "indexed": sum(1 for o in indexed if o.status == "indexed"),
-        "no_garments": sum(1 for o in indexed if o.status == "no_garments"),
-        "dead_letters": sum(1 for o in outs.values() if isinstance(o, DeadLetter)),
-        "missing": sum(1 for o in outs.values() if o is None),
+        "indexed": rep.indexed,
+        "no_garments": rep.no_garments,
+        "dead_letters": sum(1 for o in outs if isinstance(o, DeadLetter)),
+        "missing": len(rep.missing),
         "garments": garments, "garments_per_image": garments / max(1, len(indexed)),
         "latency_ms_p50": float(np.percentile([o.latency_ms for o in indexed], 50)) if indexed else None,
     }
@@ -593,7 +577,7 @@ class Bench:
         ns.start_workers(["segmentation"] * seg_workers + ["embedding"])
         warm_up(ns, min(self.a.warm, 8))
         r = run_ingest(ns, h.catalog(n), "bench")
-        ns.stop()
+        ns.stop_all()
         return {**r, "seg_workers": seg_workers}
 
     def _vector_scaling(self, targets: list[int]) -> list[dict]:

@@ -16,8 +16,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -111,43 +110,7 @@ def repo_weights(src: Path) -> Weights:
 
 
 # --------------------------------------------------------------------------- the stack
-@dataclass
-class Namespace:
-    """One isolated pipeline on the shared services: its topics, groups, collection and worker processes."""
-
-    stack: "BenchStack"
-    ns: str
-    env: dict[str, str]
-    procs: list[stack.Proc] = field(default_factory=list)
-
-    @property
-    def settings(self) -> Settings:
-        return Settings(**stack._settings_kwargs(self.env))
-
-    def start_worker(self, kind: str, **env) -> stack.Proc:
-        name = f"{self.ns}-{kind}-{len(self.procs)}"
-        wenv = {**self.env, "LOOKSTREAM_METRICS_PORT": str(stack.free_port()), **env}
-        proc = stack.worker_proc(kind, self.stack.state, wenv, name=name)
-        proc.kind = kind  # type: ignore[attr-defined]
-        proc.metrics_url = f"http://127.0.0.1:{wenv['LOOKSTREAM_METRICS_PORT']}"  # type: ignore[attr-defined]
-        proc.start()
-        self.procs.append(proc)
-        return proc
-
-    def start_workers(self, kinds: list[str], timeout: float = 120) -> list[stack.Proc]:
-        procs = [self.start_worker(k) for k in kinds]
-        for p in procs:
-            stack.wait_until(lambda p=p: stack.http_ok(p.metrics_url + "/readyz"), timeout,  # type: ignore[attr-defined]
-                             f"worker {p.name}", p)
-        return procs
-
-    def workers(self, kind: str) -> list[stack.Proc]:
-        return [p for p in self.procs if getattr(p, "kind", None) == kind and p.pid() is not None]
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.stop(timeout=20)
-        self.procs.clear()
+Namespace = stack.Namespace  # one pipeline of a BenchStack: workers/local/stack.py
 
 
 class BenchStack:
@@ -164,7 +127,7 @@ class BenchStack:
         self.state = Path(tempfile.mkdtemp(prefix="lookstream-bench-"))
         self.services: dict[str, stack.Service] = {}
         self.env: dict[str, str] = {}
-        self.namespaces: list[Namespace] = []
+        self.namespaces: list[stack.Namespace] = []
 
     def start(self) -> BenchStack:
         port = stack.free_port
@@ -179,36 +142,21 @@ class BenchStack:
         if self.batch_size:
             env["LOOKSTREAM_BATCH_SIZE"] = str(self.batch_size)
         try:
-            for name, svc in svcs.items():
-                took = svc.start()
-                self.services[name] = svc
-                env.update(svc.env)
-                self.echo(f"  {name:<7} ready in {took:5.1f} s")
+            env.update(stack.start_services(svcs.values(), echo=self.echo))
         except BaseException:
             self.stop()
             raise
+        self.services = svcs
         self.env = env
         return self
 
     @property
     def settings(self) -> Settings:
-        return Settings(**stack._settings_kwargs(self.env))
+        return stack.settings_from_env(self.env)
 
-    def namespace(self, tag: str = "b") -> Namespace:
-        from workers.runtime.kafka_io import ensure_topics
-
-        ns = f"{tag}{uuid.uuid4().hex[:6]}"
-        env = {
-            **self.env,
-            "LOOKSTREAM_TOPIC_PRODUCTS": f"{ns}.products",
-            "LOOKSTREAM_TOPIC_GARMENTS": f"{ns}.garments",
-            "LOOKSTREAM_TOPIC_INDEXED": f"{ns}.indexed",
-            "LOOKSTREAM_TOPIC_LOOK_REQUESTS": f"{ns}.requests",
-            "LOOKSTREAM_GROUP_ID_PREFIX": ns,
-            "LOOKSTREAM_MILVUS_COLLECTION": f"garments_{ns}",
-        }
-        n = Namespace(self, ns, env)
-        ensure_topics(n.settings)
+    def namespace(self, tag: str = "b") -> stack.Namespace:
+        """One isolated pipeline on this stack (topics, groups, collection) with worker processes on demand."""
+        n = stack.Namespace.create(self.env, self.state, tag=tag)
         self.namespaces.append(n)
         return n
 
@@ -234,7 +182,8 @@ class BenchStack:
 
     def stop(self) -> None:
         for n in self.namespaces:
-            n.stop()
+            n.stop_all()
+            n.procs.clear()
         for svc in reversed(list(self.services.values())):
             svc.proc.stop()
         if not self.keep:

@@ -447,7 +447,7 @@ def run(b) -> dict:
     ing = publish_products(ns, gt)
     log(f"  pipeline: asking {len(gt.looks)} street looks ({a.rel_clients} clients)")
     replies, ask_wall = ask_looks(ns, gt, a.rel_clients)
-    ns.stop()
+    ns.stop_all()
     pipe = score(gt, gt.looks, [reply_preds(r) for r in replies])
     shares = strategy_shares(gt, gt.looks, replies)
     statuses = {}

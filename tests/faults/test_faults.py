@@ -34,7 +34,8 @@ from contracts.models import DeadLetter, IndexedEvent, ProductEvent
 from workers.local import stack
 from workers.adapters.milvus_index import GarmentIndex
 
-from conftest import FAST_GROUP, Pipeline, wait_for
+from support.pipeline import FAST_GROUP, Pipeline
+from support.waits import wait_for
 from kafka_batches import CODECS, librdkafka_producer, produce_all
 
 # Each test runs many phases with 30 s outages: more than the suite's default 600 s per test on a loaded

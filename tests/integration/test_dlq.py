@@ -20,7 +20,7 @@ from contracts.models import DeadLetter, IndexedEvent
 from workers.local.dlq import REPLAY_HEADER
 from workers.runtime.kafka_io import make_producer
 
-from conftest import wait_for
+from support.waits import wait_for
 from hostile import jpeg, product
 
 ROOT = Path(__file__).resolve().parents[2]

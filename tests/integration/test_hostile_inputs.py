@@ -16,7 +16,7 @@ from contracts import codec, topics
 from contracts.client import CatalogPublisher
 from contracts.models import DeadLetter, GarmentsEvent, IndexedEvent, LookReply
 
-from conftest import wait_for
+from support.waits import wait_for
 from hostile import CASE_HEADER, Case, ingest_cases, jpeg, product, request_cases
 
 TENANT = "acme"

@@ -18,7 +18,7 @@ from workers.local.ingest import OutcomeWatcher, ingest, read_catalog
 from workers.adapters.milvus_index import GarmentIndex
 from workers.adapters.product_state import MetadataCache
 
-from conftest import count_by_event, frozen, metric, rewind_group, settled, terminate, wait_for
+from support.waits import count_by_event, frozen, metric, rewind_group, settled, terminate, wait_for
 
 GRACE_S = 20  # the worker's SIGTERM budget (Kubernetes terminationGracePeriodSeconds is larger)
 

@@ -20,7 +20,8 @@ from contracts.client import LookClient
 from contracts.models import DeadLetter, IndexedEvent
 from workers.local.ingest import CatalogEntry, ingest, read_catalog
 
-from conftest import new_pipeline, wait_for
+from support.pipeline import new_pipeline
+from support.waits import wait_for
 
 N = 6
 TENANT = "obsvtenant"

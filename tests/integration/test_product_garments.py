@@ -14,7 +14,7 @@ from workers.local.sample_catalog import draw_flat, draw_look
 from workers.local.ingest import OutcomeWatcher
 from workers.adapters.milvus_index import GarmentIndex
 
-from conftest import new_pipeline
+from support.pipeline import new_pipeline
 
 
 def _jpeg(img: Image.Image) -> bytes:

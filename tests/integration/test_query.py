@@ -15,7 +15,8 @@ from contracts.client import CatalogPublisher, LookClient
 from contracts.models import DeadLetter, LookRequest, utc_now
 from workers.local.ingest import OutcomeWatcher, ingest, read_catalog
 
-from conftest import new_pipeline, settled, wait_for
+from support.pipeline import new_pipeline
+from support.waits import settled, wait_for
 
 N = 20
 GLOBEX_COPY = "globex-copy-of-acme-0"

@@ -16,7 +16,7 @@ from kafka import KafkaProducer
 from contracts import codec
 from contracts.models import DeadLetter, LookReply
 
-from conftest import wait_for
+from support.waits import wait_for
 
 OLD = "2020-01-01T00:00:00Z"
 TINY_JPEG = None

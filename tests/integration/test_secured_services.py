@@ -27,7 +27,7 @@ from workers.runtime.errors import DependencyError
 from workers.runtime.settings import Settings
 from workers.adapters.product_state import MetadataCache, ProductState
 
-from conftest import wait_for
+from support.waits import wait_for
 
 
 # ----------------------------------------------------------------------------- Redis AUTH

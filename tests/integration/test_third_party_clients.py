@@ -17,7 +17,7 @@ from datetime import timedelta
 from contracts import codec, topics
 from contracts.models import DeadLetter, GarmentsEvent, IndexedEvent, LookReply, LookRequest, ProductEvent, utc_now
 
-from conftest import wait_for
+from support.waits import wait_for
 from hostile import jpeg
 from kafka_batches import CODECS, codecs_used, librdkafka_producer, produce_all, send_corrupt_batch
 

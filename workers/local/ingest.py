@@ -95,6 +95,8 @@ class IngestReport:
     outcomes: dict[str, IndexedEvent | DeadLetter] = field(default_factory=dict)  # event_id -> outcome
     missing: list[str] = field(default_factory=list)  # event ids without an outcome at the deadline
     seconds: float = 0.0
+    publish_seconds: float = 0.0  # until every event was handed to the broker
+    arrival_s: dict[str, float] = field(default_factory=dict)  # event_id -> seconds from the start to its outcome
 
     def summary(self) -> str:
         lines = [f"published {self.published}, indexed {self.indexed}, no garments {self.no_garments}, "
@@ -147,7 +149,9 @@ class OutcomeWatcher:
 
 
 def ingest(s: Settings, entries: list[CatalogEntry], tenant: str, *, wait: bool = True, timeout: float = 600,
-           progress: bool = False) -> IngestReport:
+           progress: bool | Callable[[int], None] = False) -> IngestReport:
+    """Publish one ProductEvent per entry and (``wait``) collect every outcome until ``timeout``. ``progress``:
+    a bar on stderr (True) or a callback with the number of outcomes so far."""
     report = IngestReport()
     watcher = OutcomeWatcher(s) if wait else None
     t0 = time.monotonic()
@@ -159,10 +163,11 @@ def ingest(s: Settings, entries: list[CatalogEntry], tenant: str, *, wait: bool 
                 pub.publish(ev)
                 events[ev.event_id] = e.product_id
         report.published = len(events)
+        report.publish_seconds = time.monotonic() - t0
         if watcher is not None:
-            bar = _progress_bar(len(events)) if progress else None
+            bar = progress if callable(progress) else (_progress_bar(len(events)) if progress else None)
             watcher.wait(set(events), timeout, bar)
-            if bar:
+            if progress is True:
                 print(file=sys.stderr)
             for eid, pid in events.items():
                 out = watcher.outcomes.get(eid)
@@ -170,6 +175,7 @@ def ingest(s: Settings, entries: list[CatalogEntry], tenant: str, *, wait: bool 
                     report.missing.append(eid)
                     continue
                 report.outcomes[eid] = out
+                report.arrival_s[eid] = watcher.arrived[eid] - t0
                 if isinstance(out, DeadLetter):
                     report.failed[pid] = out.reason
                 elif out.status == "indexed":
