@@ -88,22 +88,30 @@ class Stage(Protocol[T]):
     # for good (the query worker sends an error reply the shopper can receive instead).
 
 
+@dataclass
+class Lap:
+    """How long one timed step took (set when its block ends)."""
+
+    ms: float = 0.0
+
+
 class Timings:
-    """Stage timer feeding the histogram and a per-batch dict (the query reply reports it)."""
+    """The stage timer: every step's duration goes to the stage-duration histogram; ``with timings("x") as lap``
+    gives it back as ``lap.ms`` (the query reply reports its steps from there)."""
 
     def __init__(self, worker: str):
         self.worker = worker
-        self.last: dict[str, float] = {}
 
     @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
+    def __call__(self, stage: str) -> Iterator[Lap]:
+        lap = Lap()
         t0 = time.perf_counter()
         try:
-            yield
+            yield lap
         finally:
             dt = time.perf_counter() - t0
             m.STAGE_SECONDS.labels(self.worker, stage).observe(dt)
-            self.last[stage] = self.last.get(stage, 0.0) + dt * 1000
+            lap.ms = dt * 1000
 
 
 def coords(r: Record) -> tuple[str, int, int]:

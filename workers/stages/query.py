@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 
 import numpy as np
 
@@ -21,16 +20,16 @@ from contracts.models import (
     MAX_PRODUCT_IMAGES, BBox, GarmentMatches, LookReply, LookRequest, Match, ReplyStatus, utc_now,
 )
 
-from workers.runtime import metrics as m
-from workers.runtime.errors import DependencyError, PoisonError
-from workers.media.fetch import FetchUnavailable
-from workers.media.garments import as_indexed, extract_garments, letterbox, unletterbox
-from workers.media.images import decode_image, image_bytes
-from workers.stages.ranking import best_per_product, rank
-from workers.runtime.records import Item, Out, Record, Result, Timings
-from workers.runtime.settings import MAX_RECORD_BYTES, Settings
 from workers.adapters.milvus_index import GarmentIndex
 from workers.adapters.product_state import MetadataCache, live_hits
+from workers.media.fetch import FetchUnavailable
+from workers.media.garments import as_indexed
+from workers.runtime import metrics as m
+from workers.runtime.errors import PoisonError
+from workers.runtime.records import Item, Out, Record, Result, Timings
+from workers.runtime.settings import MAX_RECORD_BYTES, Settings
+from workers.stages.ranking import best_per_product, rank
+from workers.stages.segment_step import SegmentStep, Shot
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +83,13 @@ class QueryStage:
         self.s, self.triton, self.index, self.cache = s, triton, index, cache
         self.input_topic = s.topic_look_requests
         self.timings = Timings(self.name)
+        self.step = SegmentStep(s, triton, self.timings)
 
     # ------------------------------------------------------------------ batch
     def process(self, items: list[Item[LookRequest]]) -> list[Result]:
-        self.timings.last = {}
         now = utc_now()
         results: list[Result | None] = [None] * len(items)
-        pending = []  # (index, request, image, letterbox, model input, own timings)
+        pending: list[Shot] = []  # one shot per request still to answer: segmented in one Triton call
         for i, item in enumerate(items):
             req = item.msg
             if not reply_topic_allowed(req.reply_to, req.tenant, self.s.reply_topic_prefix):
@@ -101,55 +100,39 @@ class QueryStage:
             if req.deadline is not None and req.deadline <= now:
                 results[i] = self._reply(req, ReplyStatus.expired, error="deadline passed before processing")
                 continue
-            t0 = time.perf_counter()
             try:
-                with self.timings("fetch"):
-                    data = image_bytes(req.image, self.s)
-                with self.timings("decode"):
-                    img = decode_image(data, self.s)
+                pending.append(self.step.load(i, req.image, only=frozenset(req.garments) if req.garments else None))
             except PoisonError as e:
                 results[i] = self._reply(req, ReplyStatus.error, error=f"bad image: {e.public}", dead_letter=e)
                 continue
             except FetchUnavailable as e:  # the shopper is waiting: answer now (no retries, no dead letter)
                 results[i] = self._reply(req, ReplyStatus.error, error=f"image could not be fetched, try again: {e}")
                 continue
-            canvas, lb = letterbox(img, self.s.segformer_size)
-            pending.append((i, req, img, lb, canvas, {"decode": (time.perf_counter() - t0) * 1000}))
         if pending:
-            self._answer(pending, results)
+            self._answer(items, pending, results)
         return results  # type: ignore[return-value]
 
-    def _answer(self, pending, results) -> None:
-        t0 = time.perf_counter()
-        with self.timings("segment"):
-            label_maps = self.triton.segment([p[4] for p in pending])
-        segment_ms = (time.perf_counter() - t0) * 1000 / len(pending)
-        per_request = []
-        all_crops = []
-        t0 = time.perf_counter()
-        with self.timings("crop"):
-            for (i, req, img, lb, _c, own), lm in zip(pending, label_maps):
-                only = set(req.garments) if req.garments else None
-                found = extract_garments(img, unletterbox(lm, lb), garment_label_ids=self.s.garment_label_ids,
-                                         min_mask_fraction=self.s.min_mask_fraction, crop_size=self.s.crop_size,
-                                         blank_background=self.s.blank_background, open_fraction=self.s.mask_open_fraction, only=only,
-                                         rules=self.s.garment_rules)
-                per_request.append((i, req, own, found, len(all_crops)))
-                all_crops += [as_indexed(g.crop) for g in found]  # the pixels the index saw
-        crop_ms = (time.perf_counter() - t0) * 1000 / len(pending)
+    def _answer(self, items: list[Item[LookRequest]], pending: list[Shot], results) -> None:
+        segment_ms, crop_ms = self.step.segment(pending)
+        with self.timings("crop") as lap:
+            crops = [as_indexed(g.crop) for shot in pending for g in shot.garments]  # the pixels the index saw
+        n = len(pending)
         vectors = np.zeros((0, 0), np.float32)  # no crops: nothing is sliced from it
-        t0 = time.perf_counter()
-        if all_crops:
-            with self.timings("embed"):
-                vectors = self.triton.embed(np.stack(all_crops))
-        embed_ms = (time.perf_counter() - t0) * 1000 / len(pending)
-        for i, req, own, found, start in per_request:
-            own.update(segment=segment_ms, crop=crop_ms, embed=embed_ms)
+        embed = None
+        if crops:
+            with self.timings("embed") as embed:
+                vectors = self.triton.embed(np.stack(crops))
+        start = 0
+        for shot in pending:
+            req, found = items[shot.owner].msg, shot.garments
+            own = {"decode": shot.load_ms, "segment": segment_ms / n, "crop": (crop_ms + lap.ms) / n,
+                   "embed": (embed.ms if embed else 0.0) / n}
             if not found:
                 wanted = f" among {', '.join(req.garments)}" if req.garments else ""
-                results[i] = self._reply(req, ReplyStatus.error, error=f"no garments found{wanted}", timings=own)
+                results[shot.owner] = self._reply(req, ReplyStatus.error, error=f"no garments found{wanted}", timings=own)
                 continue
-            results[i] = self._search_and_reply(req, found, vectors[start : start + len(found)], own)
+            results[shot.owner] = self._search_and_reply(req, found, vectors[start : start + len(found)], own)
+            start += len(found)
 
     def _search_and_reply(self, req: LookRequest, found, vectors: np.ndarray, own: dict) -> Result:
         """All garments searched at once (one search per label, in parallel), then every hit checked against
@@ -160,12 +143,10 @@ class QueryStage:
         queries = [(g.label, vec) for g, vec in zip(found, vectors)]
         # room for hits the states refuse, and for a product's other images (one match per product)
         limit = min(2 * req.top_k * MAX_PRODUCT_IMAGES, 16384)
-        t0 = time.perf_counter()
-        with self.timings("search"):
+        with self.timings("search") as lap:
             searched = self.index.search_garments(req.tenant, queries, limit, req.filters)
-        own["search"] = (time.perf_counter() - t0) * 1000
-        t0 = time.perf_counter()
-        with self.timings("enrich"):
+        own["search"] = lap.ms
+        with self.timings("enrich") as lap:
             ids = sorted({h.product_id for hits in searched if not isinstance(hits, Exception) for h in hits})
             try:
                 states = {k[1]: st for k, st in self.cache.get_states([(req.tenant, p) for p in ids]).items()}
@@ -195,7 +176,7 @@ class QueryStage:
                                          metadata_source="redis" if cached else "milvus"))
                 garments.append(GarmentMatches(label=g.label, bbox=BBox(**g.bbox.model_dump()),
                                                mask_fraction=round(g.mask_fraction, 6), matches=matches))
-        own["enrich"] = (time.perf_counter() - t0) * 1000
+        own["enrich"] = lap.ms
         if failed and not garments:
             return self._reply(req, ReplyStatus.error, error=f"search failed for {', '.join(failed)}", timings=own)
         status = ReplyStatus.partial if failed else ReplyStatus.ok

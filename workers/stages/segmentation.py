@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from contracts.models import Garment, GarmentsEvent, ProductEvent
 
+from workers.media.garments import encode_jpeg
 from workers.runtime.errors import PoisonError
-from workers.media.garments import encode_jpeg, extract_garments, letterbox, unletterbox
-from workers.media.images import decode_image, image_bytes
 from workers.runtime.records import Item, Out, Result, Timings
 from workers.runtime.settings import Settings
-from workers.adapters.garment_rows import image_id_of
+from workers.stages.segment_step import SegmentStep, Shot
 
 
 class SegmentationStage:
@@ -27,64 +26,50 @@ class SegmentationStage:
         self.s, self.triton = s, triton
         self.input_topic = s.topic_products
         self.timings = Timings(self.name)
+        self.step = SegmentStep(s, triton, self.timings)
 
     def process(self, items: list[Item[ProductEvent]]) -> list[Result]:
         results: list[Result | None] = [None] * len(items)
-        pending = []  # (event index, image, letterbox, model input, image id): segmented in one Triton call
+        pending: list[Shot] = []  # every image of the batch: segmented in one Triton call
         for i, item in enumerate(items):
             ev = item.msg
             if ev.op == "delete":  # passes through, in order, to the embedding worker
                 results[i] = self._emit(ev, op="delete")
                 continue
-            mine = []
-            try:
-                for ref in ev.all_images:  # one bad image condemns the whole event: no half-indexed product
-                    with self.timings("fetch"):
-                        data = image_bytes(ref, self.s)
-                    with self.timings("decode"):
-                        img = decode_image(data, self.s)
-                    canvas, lb = letterbox(img, self.s.segformer_size)
-                    mine.append((i, img, lb, canvas, image_id_of(data)))
+            try:  # one bad image condemns the whole event: no half-indexed product
+                mine = [self.step.load(i, ref) for ref in ev.all_images]
             except PoisonError as e:
                 results[i] = Result(dead_letter=e)
                 continue
             pending += mine
-        if pending:
-            with self.timings("segment"):
-                label_maps = self.triton.segment([p[3] for p in pending])
-            per_event: dict[int, list] = {}
-            for (i, img, lb, _canvas, image_id), label_map in zip(pending, label_maps):
-                with self.timings("crop"):
-                    crops = extract_garments(
-                        img, unletterbox(label_map, lb), garment_label_ids=self.s.garment_label_ids,
-                        min_mask_fraction=self.s.min_mask_fraction, crop_size=self.s.crop_size,
-                        blank_background=self.s.blank_background, open_fraction=self.s.mask_open_fraction,
-                        rules=self.s.garment_rules,
-                    )
-                per_event.setdefault(i, []).append((img, image_id, crops))
-            for i, shots in per_event.items():
-                results[i] = self._upsert(items[i].msg, shots)
+        self.step.segment(pending)
+        per_event: dict[int, list[Shot]] = {}
+        for shot in pending:
+            per_event.setdefault(shot.owner, []).append(shot)
+        for i, shots in per_event.items():
+            results[i] = self._upsert(items[i].msg, shots)
         return results  # type: ignore[return-value]
 
-    def _upsert(self, ev: ProductEvent, shots: list) -> Result:
+    def _upsert(self, ev: ProductEvent, shots: list[Shot]) -> Result:
         wanted = set(ev.garments) if ev.garments is not None else None
         found: list[str] = []
         garments: list[Garment] = []
         seen: set[str] = set()
         with self.timings("crop"):
-            for _img, image_id, crops in shots:
-                if image_id in seen:  # the same picture twice: its rows would collide
+            for shot in shots:
+                if shot.image_id in seen:  # the same picture twice: its rows would collide
                     continue
-                seen.add(image_id)
-                for c in crops:
+                seen.add(shot.image_id)
+                for c in shot.garments:
                     if c.label not in found:
                         found.append(c.label)
                     if wanted is None or c.label in wanted:
                         garments.append(Garment(label=c.label, bbox=c.bbox, mask_fraction=c.mask_fraction,
-                                                crop_jpeg=encode_jpeg(c.crop), image_id=image_id))
-        first_img, first_id, _ = shots[0]
-        return self._emit(ev, op="upsert", image_id=first_id, image_ids=list(dict.fromkeys(s[1] for s in shots)),
-                          image_size=first_img.size, garments=garments, found_labels=found,
+                                                crop_jpeg=encode_jpeg(c.crop), image_id=shot.image_id))
+        first = shots[0]
+        return self._emit(ev, op="upsert", image_id=first.image_id,
+                          image_ids=list(dict.fromkeys(s.image_id for s in shots)),
+                          image_size=first.image.size, garments=garments, found_labels=found,
                           wanted_labels=list(ev.garments) if ev.garments is not None else None)
 
     def _emit(self, ev: ProductEvent, **fields) -> Result:
