@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,30 @@ def test_every_list_setting_reads_csv_and_json_from_the_environment(monkeypatch)
     s = Settings()
     assert s.fetch_allowed_hosts == ["cdn.example.com", "*.shop.example"]
     assert s.fetch_allow_http_hosts == ["127.0.0.1"]
+
+
+def test_load_precedence_environment_then_dotenv_then_stack_env(tmp_path, monkeypatch):
+    """One load path (README "Commands"): environment > .env > the stack.env `stack up` wrote > defaults."""
+    monkeypatch.chdir(tmp_path)
+    stack_env = tmp_path / "stack.env"
+    stack_env.write_text("# written by 'lookstream stack up'\nLOOKSTREAM_BOOTSTRAP_SERVERS=127.0.0.1:1111\n"
+                         "LOOKSTREAM_REDIS_URL=redis://127.0.0.1:2222/0\nLOOKSTREAM_MILVUS_URI=http://127.0.0.1:3333\n"
+                         "LOOKSTREAM_QUERY_METRICS_URL=http://127.0.0.1:4444\n")
+    (tmp_path / ".env").write_text("LOOKSTREAM_REDIS_URL=redis://127.0.0.1:5555/0\n"
+                                   "LOOKSTREAM_MILVUS_URI=http://127.0.0.1:6666\n")
+    monkeypatch.setenv("LOOKSTREAM_MILVUS_URI", "http://127.0.0.1:7777")
+    s = load_settings(stack_env=stack_env)
+    assert s.bootstrap_servers == "127.0.0.1:1111"  # only the stack says it
+    assert s.redis_url == "redis://127.0.0.1:5555/0"  # .env beats the stack
+    assert s.milvus_uri == "http://127.0.0.1:7777"  # the environment beats both
+    assert load_settings(stack_env=stack_env, milvus_uri="http://x:1").milvus_uri == "http://x:1"  # then overrides
+    assert "LOOKSTREAM_BOOTSTRAP_SERVERS" not in os.environ  # read through sources, never written to the environment
+    assert load_settings().bootstrap_servers == Settings.model_fields["bootstrap_servers"].default  # no stack: defaults
+    assert load_settings(stack_env=tmp_path / "missing.env").redis_url == "redis://127.0.0.1:5555/0"
+
+
+def test_kafka_client_kwargs_are_the_common_settings_without_servers():
+    s = Settings(_env_file=None, bootstrap_servers="a:1,b:2", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+                 sasl_username="u", sasl_password="p")
+    assert s.kafka_client_kwargs() == {k: v for k, v in s.kafka_common().items() if k != "bootstrap_servers"}
+    assert "bootstrap_servers" not in s.kafka_client_kwargs() and s.kafka_client_kwargs()["sasl_plain_password"] == "p"

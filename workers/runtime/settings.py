@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from contracts import topics
@@ -192,6 +192,10 @@ class Settings(BaseSettings):
             conf["ssl_cafile"] = self.ssl_cafile
         return conf
 
+    def kafka_client_kwargs(self) -> dict:
+        """``kafka_common`` without the servers: what the contracts' clients take beside ``bootstrap_servers``."""
+        return {k: v for k, v in self.kafka_common().items() if k != "bootstrap_servers"}
+
     def redacted(self) -> dict:
         """The effective settings with secrets masked, for printing and logs."""
         out = {}
@@ -211,5 +215,20 @@ def redact_url(s: str) -> str:
     return re.sub(r"(://[^:/@\s]*:)[^@/\s]+@", r"\1**********@", s)
 
 
-def load_settings(**overrides) -> Settings:
-    return Settings(**overrides)
+def load_settings(stack_env: Path | None = None, **overrides) -> Settings:
+    """The one load path, through pydantic-settings' own sources. Precedence: ``overrides`` > the environment >
+    ``.env`` > ``stack_env`` (the endpoints file ``lookstream stack up`` wrote, when given) > the defaults."""
+    if stack_env is None:
+        return Settings(**overrides)
+    return _with_stack_env(Path(stack_env))(**overrides)
+
+
+def _with_stack_env(stack_env: Path) -> type[Settings]:
+    class StackSettings(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                       file_secret_settings):
+            return (init_settings, env_settings, dotenv_settings,
+                    DotEnvSettingsSource(settings_cls, env_file=stack_env), file_secret_settings)
+
+    return StackSettings
