@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-# The label map of 'mattmdjaga/segformer_b2_clothes' (DESIGN.md).
+# The label map of 'mattmdjaga/segformer_b2_clothes' (README "Models").
 LABELS = [
     "Background", "Hat", "Hair", "Sunglasses", "Upper-clothes", "Skirt", "Pants", "Dress", "Belt",
     "Left-shoe", "Right-shoe", "Face", "Left-leg", "Right-leg", "Left-arm", "Right-arm", "Bag", "Scarf",
@@ -297,7 +297,7 @@ def pull_segformer(repo: Path, src: str, force: bool = False) -> dict:
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     if id2label != ID2LABEL:
         msg = (f"'{src}' has labels {id2label}, not the 18-label map of mattmdjaga/segformer_b2_clothes the "
-               "pipeline assumes (DESIGN.md)")
+               "pipeline assumes (README \"Models\")")
         if not force:
             raise SystemExit(msg + "; pass --force to install it anyway")
         log("WARNING: " + msg)

@@ -49,7 +49,7 @@ if [ ! -f "$MENV/.lookstream-ready" ]; then
   "$MENV/bin/pip" install -q --upgrade "pip>=24"
   "$MENV/bin/pip" install -q -r requirements-models.txt
   "$MENV/bin/pip" install -q --no-deps nvidia-pytriton==0.7.0
-  # The python-backend stub must load the same libpython as this venv's stdlib (ENVIRONMENT.md).
+  # The python-backend stub must load the same libpython as this venv's stdlib (docs/local-services.md).
   ln -sf "$libpy" "$MENV/lib/$(basename "$libpy")"
   touch "$MENV/.lookstream-ready"
 fi

@@ -18,7 +18,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     HF_HOME=/tmp/hf \
     HF_HUB_OFFLINE=1
 COPY requirements-models.txt /opt/lookstream/requirements-models.txt
-# numpy must stay < 2 for the python-backend stub (ENVIRONMENT.md); the check fails the build otherwise.
+# numpy must stay < 2 for the python-backend stub (docs/local-services.md); the check fails the build otherwise.
 RUN python3 -m pip install --no-cache-dir -r /opt/lookstream/requirements-models.txt \
     && python3 -c "import numpy, torch, torchvision, transformers; assert numpy.__version__.startswith('1.'), numpy.__version__; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 RUN groupadd --system --gid 10001 lookstream \

@@ -9,7 +9,7 @@ from pathlib import Path
 from workers.local import stack
 from workers.runtime.settings import Settings
 
-# Short sessions: Tansu holds a join for ~session/2 (docs/operations.md, "Kafka consumer groups on Tansu").
+# Short sessions: Tansu holds a join for ~session/2 (docs/local-services.md).
 FAST_GROUP = {"LOOKSTREAM_SESSION_TIMEOUT_MS": "2000", "LOOKSTREAM_HEARTBEAT_INTERVAL_MS": "500"}
 
 

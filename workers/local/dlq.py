@@ -2,7 +2,7 @@
 
 A dead letter (``contracts.models.DeadLetter``) lives in ``<input topic>.dlq`` and carries the original
 record (key, value, headers) and why it failed. Reading is group-less and from the beginning of each DLQ
-partition up to its fetch high watermark (Tansu's ListOffsets 'latest' is wrong, ENVIRONMENT.md), so
+partition up to its fetch high watermark (Tansu's ListOffsets 'latest' is wrong, docs/local-services.md), so
 listing never moves anybody's offsets. A replay produces each selected record again, byte for byte, to
 the topic its DLQ belongs to, with one extra header (``lookstream-replayed-from``: where the dead letter
 was) so a record that fails again is recognisable. Replaying twice sends twice: the stages are

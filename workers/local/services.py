@@ -72,7 +72,7 @@ def broker_service(state: Path, port: int, storage: str = "memory://tansu/", ext
 
 
 def s3_service(state: Path, port: int, bucket: str = "tansu") -> Service:
-    """A local S3 (moto) so the broker's data survives a broker restart (ENVIRONMENT.md)."""
+    """A local S3 (moto) so the broker's data survives a broker restart (docs/local-services.md)."""
     exe = require_file(Path(sys.executable).with_name("moto_server"), "moto_server (moto[server])")
     proc = Proc("s3", [str(exe), "-H", "127.0.0.1", "-p", str(port)], state)
     url = f"http://127.0.0.1:{port}"

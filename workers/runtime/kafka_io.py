@@ -1,4 +1,4 @@
-"""Kafka clients configured once for every worker and client (ENVIRONMENT.md's verified settings)."""
+"""Kafka clients configured once for every worker and client (the verified settings in docs/local-services.md)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def make_consumer(s: Settings, group_id: str | None, topics: list[str], **overri
         **s.kafka_common(),
         group_id=group_id,
         enable_auto_commit=False,
-        # Tansu's ListOffsets 'latest' is wrong (ENVIRONMENT.md): always start from 'earliest'.
+        # Tansu's ListOffsets 'latest' is wrong (docs/local-services.md): always start from 'earliest'.
         auto_offset_reset="earliest",
         max_poll_records=s.batch_size,
         fetch_max_wait_ms=s.fetch_max_wait_ms,

@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     reply_topic_prefix: str = topics.LOOK_REPLIES_PREFIX
     topic_partitions: int = 4
     group_id_prefix: str = "lookstream"  # consumer group = <prefix>-<worker kind>
-    # Tansu holds a join for ~session/2: 6000/1000 gives ~3 s joins and ~9 s fail-over (ENVIRONMENT.md).
+    # Tansu holds a join for ~session/2: 6000/1000 gives ~3 s joins and ~9 s fail-over (docs/local-services.md).
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 1000
     max_poll_interval_ms: int = 300_000

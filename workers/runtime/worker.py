@@ -209,7 +209,7 @@ class Worker(Generic[T]):
         m.MESSAGES.labels(self.name, topic, outcome).inc()
 
     def _update_lag(self) -> None:
-        # Lag from the fetch high watermark: Tansu's ListOffsets 'latest' is wrong (ENVIRONMENT.md).
+        # Lag from the fetch high watermark: Tansu's ListOffsets 'latest' is wrong (docs/local-services.md).
         for tp in self.consumer.assignment():
             hw = self.consumer.highwater(tp)
             if hw is None:
