@@ -53,7 +53,7 @@ CMD ["models", "pull"]
 # by default Triton's native onnxruntime backend with TensorRT FP16 on the exported model.onnx.
 FROM models AS server
 COPY workers/__init__.py /opt/lookstream/workers/
-COPY workers/local/__init__.py workers/local/model_repo.py /opt/lookstream/workers/local/
+COPY workers/local/__init__.py workers/local/model_repo.py workers/local/model_weights.py /opt/lookstream/workers/local/
 COPY workers/adapters/__init__.py workers/adapters/triton_config.py /opt/lookstream/workers/adapters/
 COPY deploy/docker/triton_start.py /opt/lookstream/triton_start.py
 ENV TRITON_MODEL_SOURCE=/models \

@@ -15,30 +15,21 @@ large, or is missing (``thumbnail_for`` returned None or raised) becomes a place
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import logging
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw
 
 from contracts.models import GarmentMatches, LookReply, Match, ProductMetadata
 
-log = logging.getLogger(__name__)
-
-THUMB = 160  # thumbnail box side (px) in the PNG and the HTML
-QUERY_MAX = 480  # longest side of the query image in the PNG
-QUERY_MAX_HTML = 720
-PNG_MAX_MATCHES = 12  # per garment in the PNG (the HTML shows all of them)
-PNG_PER_LINE = 6  # thumbnails per line in the PNG
-MAX_DECODE_PIXELS = 64_000_000  # larger images are not decoded for a sheet: placeholder instead
-PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-    (240, 50, 230), (128, 128, 0), (0, 128, 128), (170, 110, 40), (128, 0, 0), (0, 0, 128),
+from workers.local.sheet_images import (
+    PNG_MAX_MATCHES, PNG_PER_LINE, QUERY_MAX, QUERY_MAX_HTML, THUMB, Fonts, annotated_query, color_hex, decode_untrusted,
+    fit_text, garment_color, jpeg_data_uri, query_crop, thumb,
 )
+
+log = logging.getLogger(__name__)
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'none'; base-uri 'none'; form-action 'none'"
 
@@ -53,14 +44,6 @@ def _price(md: ProductMetadata) -> str:
 
 def _stock(md: ProductMetadata) -> str:
     return "in stock" if md.in_stock else "out of stock"
-
-
-def _color(i: int) -> tuple[int, int, int]:
-    return PALETTE[i % len(PALETTE)]
-
-
-def _hex(c: tuple[int, int, int]) -> str:
-    return "#%02x%02x%02x" % c
 
 
 def _clip(s: str, n: int) -> str:
@@ -99,133 +82,11 @@ def format_table(reply: LookReply) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ------------------------------------------------------------------------------------------- images
-
-def _decode(data: bytes | None) -> Image.Image | None:
-    """Decode untrusted image bytes to RGB (EXIF orientation applied), or None."""
-    if not data:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > MAX_DECODE_PIXELS or w < 1 or h < 1:
-                return None
-            img.seek(0)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                img = img.convert("RGBA")
-                bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-                return Image.alpha_composite(bg, img).convert("RGB")
-            return img.convert("RGB")
-    except Exception as e:  # any undecodable input becomes a placeholder, never a failed sheet
-        log.debug("sheet: image does not decode: %s", e)
-        return None
-
-
-def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    names = ("DejaVuSans-Bold.ttf", "LiberationSans-Bold.ttf") if bold else ("DejaVuSans.ttf", "LiberationSans-Regular.ttf")
-    for name in names:
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
-            continue
-    try:
-        return ImageFont.load_default(size)  # Pillow's bundled FreeType font
-    except Exception:  # Pillow built without FreeType
-        return ImageFont.load_default()
-
-
-class _Fonts:
-    def __init__(self) -> None:
-        self.title = _font(20, bold=True)
-        self.head = _font(15, bold=True)
-        self.text = _font(12)
-        self.small = _font(11)
-        self.label = _font(13, bold=True)
-
-
-def _thumb(img: Image.Image | None, side: int = THUMB) -> Image.Image:
-    """The image letterboxed into a white side x side tile, or a placeholder tile."""
-    tile = Image.new("RGB", (side, side), (255, 255, 255))
-    if img is None:
-        d = ImageDraw.Draw(tile)
-        tile.paste((228, 228, 228), (0, 0, side, side))
-        d.line((0, 0, side - 1, side - 1), fill=(190, 190, 190), width=2)
-        d.line((0, side - 1, side - 1, 0), fill=(190, 190, 190), width=2)
-        f = _font(13, bold=True)
-        msg = "no image"
-        tw = d.textlength(msg, font=f)
-        d.rectangle(((side - tw) / 2 - 4, side / 2 - 10, (side + tw) / 2 + 4, side / 2 + 10), fill=(228, 228, 228))
-        d.text((side / 2, side / 2), msg, fill=(110, 110, 110), font=f, anchor="mm")
-        return tile
-    im = img.copy()
-    im.thumbnail((side, side), Image.Resampling.LANCZOS)
-    tile.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
-    return tile
-
-
-def _fit_text(d: ImageDraw.ImageDraw, s: str, font: ImageFont.ImageFont, width: float) -> str:
-    if d.textlength(s, font=font) <= width:
-        return s
-    while s and d.textlength(s + "…", font=font) > width:
-        s = s[:-1]
-    return s + "…"
-
-
-def _annotated_query(query: Image.Image | None, garments: Sequence[GarmentMatches], max_side: int,
-                     fonts: _Fonts) -> Image.Image:
-    """The query image scaled to max_side with each garment's box and label drawn on it."""
-    if query is None:
-        return _thumb(None, max_side // 2)
-    scale = min(1.0, max_side / max(query.size))
-    img = query.resize((max(1, round(query.width * scale)), max(1, round(query.height * scale))),
-                       Image.Resampling.LANCZOS) if scale < 1.0 else query.copy()
-    d = ImageDraw.Draw(img)
-    lw = max(2, round(max(img.size) / 200))
-    placed: list[tuple[float, float, float, float]] = []  # label rectangles already drawn
-    for i, g in enumerate(garments):
-        c = _color(i)
-        b = g.bbox
-        # half-open box [x0, x1) x [y0, y1): last pixel is x1 - 1, y1 - 1
-        x0, y0 = b.x0 * scale, b.y0 * scale
-        x1, y1 = max(x0, b.x1 * scale - 1), max(y0, b.y1 * scale - 1)
-        d.rectangle((x0, y0, x1, y1), outline=c, width=lw)
-        text = f"{i + 1}. {g.label}"
-        tw = d.textlength(text, font=fonts.label)
-        ty = y0 - 18 if y0 >= 18 else y0  # above the box when there is room, else inside it
-        tx = min(x0, max(0.0, img.width - tw - 8))
-        # move a label down past any label it would cover (boxes of neighbouring garments)
-        while any(tx < px1 and tx + tw + 8 > px0 and ty < py1 and ty + 18 > py0 for px0, py0, px1, py1 in placed):
-            ty += 19
-        placed.append((tx, ty, tx + tw + 8, ty + 18))
-        d.rectangle((tx, ty, tx + tw + 8, ty + 18), fill=c)
-        d.text((tx + 4, ty + 9), text, fill=(255, 255, 255), font=fonts.label, anchor="lm")
-    return img
-
-
-def _query_crop(query: Image.Image | None, g: GarmentMatches) -> Image.Image | None:
-    """The query's pixels inside the garment's box (None when the query image did not decode)."""
-    if query is None:
-        return None
-    b = g.bbox
-    box = (max(0, b.x0), max(0, b.y0), min(query.width, b.x1), min(query.height, b.y1))
-    return query.crop(box) if box[2] > box[0] and box[3] > box[1] else None
-
-
-def _jpeg_data_uri(img: Image.Image, quality: int = 85) -> str:
-    buf = io.BytesIO()
-    img.convert("RGB").save(buf, "JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 # -------------------------------------------------------------------------------------------- sheet
 
 def _safe_thumbnail(thumbnail_for: Callable[[str], bytes | None], product_id: str) -> Image.Image | None:
     try:
-        return _decode(thumbnail_for(product_id))
+        return decode_untrusted(thumbnail_for(product_id))
     except Exception as e:  # a failing catalog lookup is a placeholder, not a failed sheet
         log.warning("sheet: thumbnail for %r failed: %s", product_id, e)
         return None
@@ -236,13 +97,13 @@ def write_sheet(reply: LookReply, query_image: bytes, out_dir: Path,
     """Write ``out_dir/index.html`` and ``out_dir/sheet.png``; returns (html_path, png_path)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fonts = _Fonts()
-    query = _decode(query_image)
+    fonts = Fonts()
+    query = decode_untrusted(query_image)
     cache: dict[str, Image.Image] = {}
 
     def thumb_of(pid: str) -> Image.Image:
         if pid not in cache:
-            cache[pid] = _thumb(_safe_thumbnail(thumbnail_for, pid))
+            cache[pid] = thumb(_safe_thumbnail(thumbnail_for, pid))
         return cache[pid]
 
     html_path = out_dir / "index.html"
@@ -274,7 +135,7 @@ td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}
 
 
 def _render_html(reply: LookReply, query: Image.Image | None, thumb_of: Callable[[str], Image.Image],
-                 fonts: _Fonts) -> str:
+                 fonts: Fonts) -> str:
     e = html.escape
     st = reply.status.value
     parts = [
@@ -289,9 +150,9 @@ def _render_html(reply: LookReply, query: Image.Image | None, thumb_of: Callable
     ]
     if reply.error:
         parts.append(f'<p class="error">error: {e(reply.error)}</p>')
-    qimg = _annotated_query(query, reply.garments, QUERY_MAX_HTML, fonts)
+    qimg = annotated_query(query, reply.garments, QUERY_MAX_HTML, fonts)
     parts.append('<div class="top"><div>')
-    parts.append(f'<img class="query" alt="query image" src="{_jpeg_data_uri(qimg, 90)}"'
+    parts.append(f'<img class="query" alt="query image" src="{jpeg_data_uri(qimg, 90)}"'
                  f' width="{qimg.width}" height="{qimg.height}">')
     parts.append("</div><div>")
     parts.append(f"<h2>ranking ({e(reply.strategy)})</h2>")
@@ -316,11 +177,11 @@ def _render_html(reply: LookReply, query: Image.Image | None, thumb_of: Callable
         parts.append("<p>(no garments)</p>")
     for i, g in enumerate(reply.garments):
         b = g.bbox
-        parts.append(f'<section class="garment" data-label="{e(g.label)}" style="border-left-color:{_hex(_color(i))}">')
+        parts.append(f'<section class="garment" data-label="{e(g.label)}" style="border-left-color:{color_hex(garment_color(i))}">')
         parts.append(f"<h2>{i + 1}. {e(g.label)} <small>box ({b.x0}, {b.y0})&ndash;({b.x1}, {b.y1}),"
                      f" mask {g.mask_fraction:.1%}</small></h2>")
         parts.append('<div class="matches">')
-        parts.append(f'<div class="card asked"><img alt="query crop" src="{_jpeg_data_uri(_thumb(_query_crop(query, g)))}">'
+        parts.append(f'<div class="card asked"><img alt="query crop" src="{jpeg_data_uri(thumb(query_crop(query, g)))}">'
                      f"<div><b>asked (query crop)</b></div><div>{e(g.label)}</div></div>")
         if not g.matches:
             parts.append("<p>(no matches)</p>")
@@ -338,7 +199,7 @@ def _html_card(rank: int, m: Match, tile: Image.Image) -> str:
     return (
         '<div class="card">'
         f'<img class="match" data-product-id="{e(m.product_id)}" alt="{e(m.product_id)}"'
-        f' width="{THUMB}" height="{THUMB}" src="{_jpeg_data_uri(tile)}">'
+        f' width="{THUMB}" height="{THUMB}" src="{jpeg_data_uri(tile)}">'
         f'<div>#{rank} <span class="pid">{e(m.product_id)}</span></div>'
         f'<div>score <b>{m.score:.3f}</b></div>'
         f'<div class="title">{e(md.title) or "&ndash;"}</div>'
@@ -353,11 +214,11 @@ def _html_card(rank: int, m: Match, tile: Image.Image) -> str:
 # ---------------------------------------------------------------------------------------------- PNG
 
 def _render_png(reply: LookReply, query: Image.Image | None, thumb_of: Callable[[str], Image.Image],
-                fonts: _Fonts) -> Image.Image:
+                fonts: Fonts) -> Image.Image:
     pad, gap = 16, 12
     card_w, text_h = THUMB, 7 * 15 + 4  # 7 text lines under each thumbnail
     card_h = THUMB + text_h
-    qimg = _annotated_query(query, reply.garments, QUERY_MAX, fonts)
+    qimg = annotated_query(query, reply.garments, QUERY_MAX, fonts)
 
     # layout: header | query image + ranking/timings side by side | one block per garment
     per_line = PNG_PER_LINE
@@ -382,7 +243,7 @@ def _render_png(reply: LookReply, query: Image.Image | None, thumb_of: Callable[
     sheet = Image.new("RGB", (width, height), (250, 250, 250))
     d = ImageDraw.Draw(sheet)
     y = pad
-    d.text((pad, y), _fit_text(d, f"lookstream result {reply.request_id}", fonts.title, width - 2 * pad),
+    d.text((pad, y), fit_text(d, f"lookstream result {reply.request_id}", fonts.title, width - 2 * pad),
            fill=(20, 20, 20), font=fonts.title)
     y += 30
     st = reply.status.value
@@ -391,11 +252,11 @@ def _render_png(reply: LookReply, query: Image.Image | None, thumb_of: Callable[
     d.rectangle((pad, y, pad + tw + 12, y + 22), fill=st_col)
     d.text((pad + 6, y + 11), st, fill=(255, 255, 255), font=fonts.head, anchor="lm")
     info = f"tenant {reply.tenant}   strategy {reply.strategy}   replied {reply.replied_at.isoformat(timespec='seconds')}"
-    d.text((pad + tw + 24, y + 11), _fit_text(d, info, fonts.text, width - pad * 2 - tw - 24), fill=(60, 60, 60),
+    d.text((pad + tw + 24, y + 11), fit_text(d, info, fonts.text, width - pad * 2 - tw - 24), fill=(60, 60, 60),
            font=fonts.text, anchor="lm")
     y += 30
     if reply.error:
-        d.text((pad, y), _fit_text(d, f"error: {reply.error}", fonts.text, width - 2 * pad), fill=(198, 40, 40),
+        d.text((pad, y), fit_text(d, f"error: {reply.error}", fonts.text, width - 2 * pad), fill=(198, 40, 40),
                font=fonts.text)
         y += 22
     y = pad + header_h
@@ -404,14 +265,14 @@ def _render_png(reply: LookReply, query: Image.Image | None, thumb_of: Callable[
     d.rectangle((pad - 1, y - 1, pad + qimg.width, y + qimg.height), outline=(200, 200, 200))
     sx, sy = pad + qimg.width + 2 * gap, y
     sw = width - sx - pad
-    d.text((sx, sy), _fit_text(d, f"ranking ({reply.strategy})", fonts.head, sw), fill=(20, 20, 20), font=fonts.head)
+    d.text((sx, sy), fit_text(d, f"ranking ({reply.strategy})", fonts.head, sw), fill=(20, 20, 20), font=fonts.head)
     sy += 22
     if not reply.ranking:
         d.text((sx, sy), "(no ranking)", fill=(110, 110, 110), font=fonts.text)
         sy += 17
     for i, r in enumerate(reply.ranking, 1):
         line = f"{i:>2}. {r.product_id}  {r.score:.3f}  [{', '.join(r.labels)}]"
-        d.text((sx, sy), _fit_text(d, line, fonts.text, sw), fill=(40, 40, 40), font=fonts.text)
+        d.text((sx, sy), fit_text(d, line, fonts.text, sw), fill=(40, 40, 40), font=fonts.text)
         sy += 17
     sy += 12
     d.text((sx, sy), "timings (ms)", fill=(20, 20, 20), font=fonts.head)
@@ -419,27 +280,27 @@ def _render_png(reply: LookReply, query: Image.Image | None, thumb_of: Callable[
     if not reply.timings_ms:
         d.text((sx, sy), "(none)", fill=(110, 110, 110), font=fonts.text)
     for k, v in reply.timings_ms.items():
-        d.text((sx, sy), _fit_text(d, f"{k}: {v:.1f}", fonts.text, sw), fill=(40, 40, 40), font=fonts.text)
+        d.text((sx, sy), fit_text(d, f"{k}: {v:.1f}", fonts.text, sw), fill=(40, 40, 40), font=fonts.text)
         sy += 17
     y += top_h + gap * 2
 
     if not blocks:
         d.text((pad, y), "(no garments)", fill=(110, 110, 110), font=fonts.head)
     for i, (g, shown, h) in enumerate(blocks):
-        c = _color(i)
+        c = garment_color(i)
         d.rectangle((pad, y, width - pad, y + h), fill=(255, 255, 255), outline=(225, 225, 225))
         d.rectangle((pad, y, pad + 5, y + h), fill=c)
         b = g.bbox
         title = (f"{i + 1}. {g.label}   box ({b.x0},{b.y0})-({b.x1},{b.y1})   mask {g.mask_fraction:.1%}"
                  f"   {len(g.matches)} match{'es' if len(g.matches) != 1 else ''}")
-        d.text((pad + 14, y + 6), _fit_text(d, title, fonts.head, width - 2 * pad - 20), fill=(20, 20, 20),
+        d.text((pad + 14, y + 6), fit_text(d, title, fonts.head, width - 2 * pad - 20), fill=(20, 20, 20),
                font=fonts.head)
         cy = y + 28
         ax = pad + 14
-        sheet.paste(_thumb(_query_crop(query, g)), (ax, cy))
+        sheet.paste(thumb(query_crop(query, g)), (ax, cy))
         d.rectangle((ax - 2, cy - 2, ax + THUMB + 1, cy + THUMB + 1), outline=c, width=2)
         d.text((ax, cy + THUMB + 4), "asked (query crop)", fill=(20, 20, 20), font=fonts.label)
-        d.text((ax, cy + THUMB + 19), _fit_text(d, g.label, fonts.small, card_w), fill=(80, 80, 80), font=fonts.small)
+        d.text((ax, cy + THUMB + 19), fit_text(d, g.label, fonts.small, card_w), fill=(80, 80, 80), font=fonts.small)
         if not shown:
             d.text((ax + ask_w, cy + 4), "(no matches)", fill=(110, 110, 110), font=fonts.text)
         for j, m in enumerate(shown):
@@ -460,7 +321,7 @@ def _render_png(reply: LookReply, query: Image.Image | None, thumb_of: Callable[
             ty = ry + THUMB + 4
             for k, (text, col) in enumerate(lines):
                 f = fonts.label if k == 0 else fonts.small
-                d.text((cx, ty), _fit_text(d, text, f, card_w), fill=col, font=f)
+                d.text((cx, ty), fit_text(d, text, f, card_w), fill=col, font=f)
                 ty += 15
         if len(g.matches) > len(shown):
             d.text((pad + 14, y + h - 18), f"+{len(g.matches) - len(shown)} more (see index.html)",
