@@ -22,9 +22,8 @@ from datetime import timedelta
 from typing import Any
 
 from . import codec, topics
-from .models import ImageRef, LookReply, LookRequest, ProductEvent, ProductMetadata, utc_now
+from .models import MAX_RECORD_BYTES, ImageRef, LookReply, LookRequest, ProductEvent, ProductMetadata, utc_now
 
-MAX_RECORD_BYTES = 16 * 1024 * 1024
 # The broker may hold an empty fetch this long; a reply arriving meanwhile waits for it (kafka-python's default
 # 500 ms cost ~125 ms per reply on Tansu).
 REPLY_FETCH_MAX_WAIT_MS = 20

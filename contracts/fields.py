@@ -24,8 +24,10 @@ SCHEMA_MAJOR = 1
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.1"
 
 # Inline images travel inside Kafka records; producers and consumers raise their size limits to
-# MAX_RECORD_BYTES (see workers.runtime.settings). Larger catalog images must be passed by `uri`.
+# MAX_RECORD_BYTES (below). Larger catalog images must be passed by `uri`.
 MAX_INLINE_IMAGE_BYTES = 8 * 1024 * 1024
+# The largest Kafka record any client or worker sends or accepts: an inline image plus its envelope.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 MAX_CROP_BYTES = 512 * 1024
 # A product may be shot several times (front, back, flat, on model): each image is indexed.
 MAX_PRODUCT_IMAGES = 8

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from .fields import (  # noqa: F401  (the public ones are part of contracts.models' API)
-    Identifier, LABELS, Label, MAX_CROP_BYTES, MAX_INLINE_IMAGE_BYTES, MAX_PRODUCT_IMAGES, SCHEMA_VERSION, ShortText, TenantId, Text, Timestamp, TopicName, Version, _BASE64, _CONTROL_FREE, _END, _base64_max_chars, _no_control_chars, _schema, new_id, utc_now,
+    Identifier, LABELS, Label, MAX_CROP_BYTES, MAX_INLINE_IMAGE_BYTES, MAX_PRODUCT_IMAGES, MAX_RECORD_BYTES, SCHEMA_VERSION, ShortText, TenantId, Text, Timestamp, TopicName, Version, _BASE64, _CONTROL_FREE, _END, _base64_max_chars, _no_control_chars, _schema, new_id, utc_now,
     DEFAULT_NON_GARMENT_LABELS, LABEL_IDS, SCHEMA_MAJOR,
 )
 

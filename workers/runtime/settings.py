@@ -16,10 +16,7 @@ from pydantic_settings import BaseSettings, DotEnvSettingsSource, NoDecode, Sett
 from typing_extensions import Annotated
 
 from contracts import topics
-from contracts.models import DEFAULT_NON_GARMENT_LABELS
-
-# Kafka records may carry an inline image (contracts.MAX_INLINE_IMAGE_BYTES) plus envelope.
-MAX_RECORD_BYTES = 16 * 1024 * 1024
+from contracts.models import DEFAULT_NON_GARMENT_LABELS, MAX_RECORD_BYTES  # noqa: F401  (workers import it from here)
 
 
 def _csv(v: object) -> object:
