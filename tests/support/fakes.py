@@ -20,6 +20,8 @@ RED_LABEL, BLUE_LABEL = LABEL_IDS["Upper-clothes"], LABEL_IDS["Pants"]
 class ColourTriton:
     """Segments red pixels as Upper-clothes and blue ones as Pants; a crop's vector is its mean colour (unit)."""
 
+    segformer_size = 128  # S of the "served" segmenter: what the stages letterbox to
+
     def __init__(self):
         self.segment_calls: list[int] = []  # images per call: batching is visible
         self.embed_calls: list[int] = []
@@ -28,6 +30,7 @@ class ColourTriton:
         self.segment_calls.append(len(images))
         out = []
         for img in images:
+            assert img.shape == (self.segformer_size, self.segformer_size, 3), img.shape
             r, g, b = (img[..., i].astype(int) for i in range(3))
             labels = np.zeros(img.shape[:2], np.uint8)
             labels[(r > 150) & (g < 100) & (b < 100)] = RED_LABEL

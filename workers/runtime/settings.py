@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     segformer_model: str = "segformer"
     # The Triton embedding model (resnet50 | efficientnet_lite0); its dimension and identity come from the server.
     embed_model: str = "resnet50"
+    # S the stack renders the segmenter at (the workers letterbox to the S in the served model config).
     segformer_size: int = 512
     crop_size: int = 256
     embed_batch: int = 32

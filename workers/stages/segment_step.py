@@ -1,9 +1,10 @@
 """The step segmentation and query share: fetch -> decode -> letterbox -> segment -> unletterbox -> garments.
 
-A ``Shot`` is one image on its way through it. ``load`` fetches and decodes one image and fits it into the model
-input (raising ``PoisonError`` for a bad image, ``FetchUnavailable`` when its host cannot be reached); ``segment``
-sends the shots of a whole batch to Triton in one call and fills each shot's garments, with the garment settings
-of ``Settings`` (labels, minimum size, crop size, background, mask opening, rules).
+A ``Shot`` is one image on its way through it. ``load`` fetches and decodes one image and fits it into the input of
+the served segmenter (its S from Triton's model config), raising ``PoisonError`` for a bad image and
+``FetchUnavailable`` when its host cannot be reached; ``segment`` sends the shots of a whole batch to Triton in one
+call and fills each shot's garments, with the garment settings of ``Settings`` (labels, minimum size, crop size,
+background, mask opening, rules).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class SegmentStep:
             data = image_bytes(ref, self.s)
         with self.timings("decode") as decoded:
             img = decode_image(data, self.s)
-        canvas, box = letterbox(img, self.s.segformer_size)
+        canvas, box = letterbox(img, self.triton.segformer_size)  # S as the served model's config says
         return Shot(owner, img, image_id_of(data), box, canvas, only=only, load_ms=fetched.ms + decoded.ms)
 
     def segment(self, shots: list[Shot]) -> tuple[float, float]:
