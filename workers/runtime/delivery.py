@@ -20,6 +20,7 @@ from contracts.models import DeadLetter
 
 from workers.runtime import metrics as m
 from workers.runtime.errors import PoisonError
+from workers.runtime.records import Out
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,7 @@ class DeadLetters:
     def __init__(self, stage: str, dlq_topic: str, max_bytes: int):
         self.stage, self.topic, self.max_bytes = stage, dlq_topic, max_bytes
 
-    def of(self, rec, err: PoisonError, attempts: int, first_seen: datetime):
-        from workers.runtime.records import Out
-
+    def of(self, rec, err: PoisonError, attempts: int, first_seen: datetime) -> Out:
         dl = dead_letter(self.stage, rec, err, attempts, first_seen, self.max_bytes)
         key = rec.key.decode(errors="replace") if rec.key else None
         return Out.of(self.topic, dl, key=key, extra_headers=dlq_headers(dl))
