@@ -78,6 +78,7 @@ class ScalingRuns:
         s = self.stack.settings.model_copy(update={"milvus_collection": f"scale_{int(time.time())}"})
         index = GarmentIndex(s)
         client = index.client
+        dim = index.embedder.dim  # the served embedder's width, from Triton's model config
         rng = np.random.default_rng(0)
         labels = ["Upper-clothes", "Pants", "Skirt", "Dress", "Hat", "Bag"]
         md = ProductMetadata(title="synthetic", brand="Contoso", category="tops", price=20.0)
@@ -87,7 +88,7 @@ class ScalingRuns:
             added = 0
             while have < target:
                 k = min(self.a.insert_batch, target - have)
-                v = rng.standard_normal((k, 2048)).astype(np.float32)
+                v = rng.standard_normal((k, dim)).astype(np.float32)
                 v /= np.linalg.norm(v, axis=1, keepdims=True)
                 rows = [GarmentRow(f"v{have + j:08d}", "scale", f"p{(have + j) // 3:07d}", "img", labels[(have + j) % 6],
                                    [0, 0, 10, 10], md, v[j]).to_milvus() for j in range(k)]
@@ -98,7 +99,7 @@ class ScalingRuns:
                     log(f"    {have}/{target} vectors inserted ({added / (time.perf_counter() - t0):.0f} rows/s)")
             client.flush(index.name)
             ins = added / (time.perf_counter() - t0) if added else None
-            q = rng.standard_normal((self.a.searches + 3, 2048)).astype(np.float32)
+            q = rng.standard_normal((self.a.searches + 3, dim)).astype(np.float32)
             q /= np.linalg.norm(q, axis=1, keepdims=True)
             for i in range(3):  # warm
                 index.search("scale", labels[i], q[i: i + 1], 3, Filters())

@@ -118,7 +118,8 @@ def test_update_replaces_garments_and_delete_removes_everything(pipeline, sample
             from contracts.models import Filters
             import numpy as np
 
-            probe = np.ones((1, 2048), np.float32) / np.sqrt(2048)
+            dim = index.embedder.dim  # the served embedder's width
+            probe = np.ones((1, dim), np.float32) / np.sqrt(dim)
             hits = index.search("acme", flat.garments[0], probe, 10, Filters())[0]
             assert "sku-1" in {h.product_id for h in hits}
             e3 = pub.delete("acme", "sku-1")

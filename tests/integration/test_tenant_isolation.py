@@ -25,9 +25,10 @@ def test_random_searches_never_return_another_tenants_rows(services):
     rng = random.Random(5)
     s = services.settings(milvus_collection=f"iso_{uuid.uuid4().hex[:8]}")
     index = GarmentIndex(s)
+    dim = index.embedder.dim  # the served embedder's width, from Triton's model config
     vecs = {}
     for i in range(PER_TENANT):  # one vector per product id, shared by every tenant
-        v = np.random.default_rng(1000 + i).standard_normal(2048).astype(np.float32)
+        v = np.random.default_rng(1000 + i).standard_normal(dim).astype(np.float32)
         vecs[f"p{i}"] = v / np.linalg.norm(v)
     by_tenant = {}
     for tenant in TENANTS:
@@ -53,7 +54,7 @@ def test_random_searches_never_return_another_tenants_rows(services):
         if rng.random() < 0.2:
             f["in_stock"] = True
         filters = Filters.model_validate(f)
-        q = np.random.default_rng(rng.randrange(1 << 30)).standard_normal((1, 2048)).astype(np.float32)
+        q = np.random.default_rng(rng.randrange(1 << 30)).standard_normal((1, dim)).astype(np.float32)
         q /= np.linalg.norm(q)
         hits = index.search(tenant, label, q, TOP_K, filters)[0]
         searches += 1
