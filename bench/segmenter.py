@@ -70,7 +70,7 @@ def load(weights: Path):
     import torch
     from transformers import SegformerForSemanticSegmentation
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # as each Triton instance (2 threads on 2 shared cores were several times slower)
     return SegformerForSemanticSegmentation.from_pretrained(str(weights)).eval()
 
 
@@ -78,10 +78,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", type=Path, required=True, help="the trained segmenter's weights folder")
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--size", type=int, default=256, help="S, as served")
+    ap.add_argument("--size", type=int, default=None, help="S (default: as served, the trained model's input_size)")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
     t0 = time.time()
+    prov = json.loads((a.weights / "lookstream.json").read_text())
+    a.size = a.size or int(prov.get("input_size") or 256)
     with tempfile.TemporaryDirectory() as d:
         x, y = street_set(a.n, a.size, Path(d) / "street")
         colour = Path(d) / "colour"
@@ -91,7 +93,6 @@ def main() -> int:
         for name, w in (("trained tiny (rendered people)", a.weights),
                         ("colour rule (declared random tiny)", colour / "segformer" / "1" / "weights")):
             rows[name] = score(predict(load(w), x, "cpu"), y)
-    prov = json.loads((a.weights / "lookstream.json").read_text())
     steps = prov.get("training", {}).get("steps")
     print(f"\n== segmenter on {a.n} held-out rendered street looks (seed {EVAL_SEED}, S={a.size}); "
           f"{time.time() - t0:.0f} s ==")
