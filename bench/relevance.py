@@ -295,10 +295,12 @@ class Reference:
             np.save(f, np.stack(arrays[i: i + chunk]))
             files.append(f)
         py = model_repo.env_python(model_repo.default_env_path())
-        ref_name = {"segformer": "segformer", "resnet50": "resnet50"}.get(model, model)
-        proc = subprocess.run([str(py), str(h.ROOT / "bench" / "relevance_ref.py"), ref_name,
-                               str(self.src / model / "1" / "weights"), *map(str, files)],
+        weights = self.src / model.removesuffix("_int8") / "1" / "weights"  # an INT8 variant: its FP32 model's folder
+        proc = subprocess.run([str(py), str(h.ROOT / "bench" / "relevance_ref.py"), model, str(weights),
+                               *map(str, files)],
                               capture_output=True, text=True)
+        if proc.returncode == 3 and model.endswith("_int8"):
+            raise SystemExit(f"reference {model}: no INT8 variant in-process ({proc.stdout[-500:]})")
         if proc.returncode == 3:  # the reference does not know this model: Triton directly, declared
             note = f"{model}: no in-process reference; Triton called directly (no Kafka/workers/Milvus)"
             if note not in self.notes:
@@ -325,10 +327,11 @@ class Reference:
         maps = self._run(self.segmenter, [c for c, _ in boxes], 96)
         return [unletterbox(m, lb) for m, (_, lb) in zip(maps, boxes)]
 
-    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+    def embed(self, crops: list[np.ndarray], embedder: str | None = None) -> np.ndarray:
+        """``embedder``: another reference model on the same weights (e.g. ``efficientnet_lite0_int8``)."""
         if not crops:
             return np.zeros((0, 1), np.float32)
-        return self._run(self.embedder, crops, 256)
+        return self._run(embedder or self.embedder, crops, 256)
 
 
 def reference_run(ref: Reference, gt: GroundTruth, s, rules: GarmentRules) -> dict:
@@ -357,15 +360,24 @@ def reference_run(ref: Reference, gt: GroundTruth, s, rules: GarmentRules) -> di
     qcrops = [as_indexed(g.crop) for f in found for g in f]
     log(f"  reference: embedding {len(qcrops)} look crops")
     qvecs = ref.embed(qcrops)
+    out = {"preds": search_preds(looks, found, owners, shop_vecs, qvecs), "look_maps": look_maps, "looks": looks,
+           "dim": int(shop_vecs.shape[1]), "shop_crops": len(crops), "wall_s": time.monotonic() - t0}
+    out["reembed"] = lambda embedder: search_preds(looks, found, owners, ref.embed(crops, embedder),
+                                                   ref.embed(qcrops, embedder))
+    return out
+
+
+@dataclass(frozen=True)
+class _Hit:
+    product_id: str
+
+
+def search_preds(looks, found, owners, shop_vecs: np.ndarray, qvecs: np.ndarray) -> list[list[Pred]]:
+    """Exact cosine search of every look garment among the shop crops of its label, best image per product."""
     labels = np.array([lab for _, lab in owners])
     pids = [pid for pid, _ in owners]
     preds_per_look, k = [], 0
-
-    @dataclass(frozen=True)
-    class _Hit:
-        product_id: str
-
-    for f in found:
+    for img, f in zip(looks, found):
         preds = []
         for g in f:
             v = qvecs[k]
@@ -374,12 +386,11 @@ def reference_run(ref: Reference, gt: GroundTruth, s, rules: GarmentRules) -> di
             order = sel[np.argsort(-(shop_vecs[sel] @ v), kind="stable")] if len(sel) else sel
             hits = best_per_product([_Hit(pids[i]) for i in order], TOP_K)
             b = g.bbox
-            full = np.zeros(looks[len(preds_per_look)].size[::-1], bool)
+            full = np.zeros(img.size[::-1], bool)
             full[b.y0: b.y1, b.x0: b.x1] = g.mask
             preds.append(Pred(g.label, (b.x0, b.y0, b.x1, b.y1), [x.product_id for x in hits], full))
         preds_per_look.append(preds)
-    return {"preds": preds_per_look, "look_maps": look_maps, "looks": looks, "dim": int(shop_vecs.shape[1]),
-            "shop_crops": len(crops), "wall_s": time.monotonic() - t0}
+    return preds_per_look
 
 
 def semantic_iou(gt: GroundTruth, look_maps: list[np.ndarray]) -> dict[str, float]:
@@ -462,6 +473,11 @@ def run(b) -> dict:
     sem = semantic_iou(gt, rr["look_maps"])
     sweep = rules_sweep(gt, s, rr["looks"], rr["look_maps"])
     agree = sum(x == y for x, y in zip(pipe["ranks"], refs["ranks"])) / max(1, len(pipe["ranks"]))
+    int8 = None
+    if a.int8_reference:  # the same crops, the embedder's dynamic INT8 ONNX graph (onnxruntime, in-process)
+        log(f"  reference: embedding the same crops with {a.embedder}_int8")
+        int8 = score(gt, gt.looks, rr["reembed"](f"{a.embedder}_int8"))
+        int8.pop("ranks")
     load = meter.done()
     out = {"dataset": {"products": len(gt.products), "shop_images": n_images, "looks": len(gt.looks),
                        "truth_garments": pipe["overall"]["garments"], "render_seed": a.render_seed,
@@ -470,6 +486,7 @@ def run(b) -> dict:
            "models": {"segmenter": a.segmenter, "embedder": a.embedder, "dim": rr["dim"],
                       "weights": b.weights.detail},
            "ingest": ing, "ask_wall_s": ask_wall, "reply_status": statuses, "pipeline": pipe, "reference": refs,
+           "reference_int8": int8,
            "semantic_iou": sem, "strategies": shares, "rules": sweep, "rank_agreement": agree,
            "reference_notes": ref.notes, "wall_s": time.monotonic() - t_start}
     for d in (out["pipeline"], out["reference"]):
@@ -502,6 +519,14 @@ def report(b, out: dict, load: dict) -> None:
              ["gap, points", *[f"{100 * (pipe['overall'][f'r@{k}'] - refs['overall'][f'r@{k}']):+.1f}" for k in KS],
               f"{100 * (pipe['overall']['map@10'] - refs['overall']['map@10']):+.1f}",
               f"{100 * (pipe['overall']['det_recall'] - refs['overall']['det_recall']):+.1f}", "-"]]
+    q8 = out.get("reference_int8")
+    if q8:
+        frows += [["in-process reference, INT8 embedder (dynamic quantisation, onnxruntime)",
+                   *[_f(q8["overall"][f"r@{k}"]) for k in KS], _f(q8["overall"]["map@10"]),
+                   _f(q8["overall"]["det_recall"]), _f(q8["overall"]["det_precision"])],
+                  ["INT8 cost vs FP32 reference, points",
+                   *[f"{100 * (q8['overall'][f'r@{k}'] - refs['overall'][f'r@{k}']):+.1f}" for k in KS],
+                   f"{100 * (q8['overall']['map@10'] - refs['overall']['map@10']):+.1f}", "-", "-"]]
     shead = ["strategy", "top-3", "top-5", "top-10", "top-20"]
     srows = [[s, *[_f(v[k]) for k in (3, 5, 10, 20)]] for s, v in out["strategies"].items()]
     rhead = ["garment rules", "mean box IoU", "det recall", "det precision", "garments / look", "true / look"]
@@ -557,6 +582,8 @@ def report(b, out: dict, load: dict) -> None:
     chart += [(f"R@{k} chance", pipe["overall"][f"chance@{k}"], _f(pipe["overall"][f"chance@{k}"])) for k in KS]
     b.finish(name, f"relevance: {ctx['variant']}", ctx, out, body, chart, "recall")
     update_variants(name, ctx, out)
+    if q8:  # same crops, INT8 embedder, in-process: its own row (no pipeline run of its own, so no fidelity)
+        update_variants(name + "-int8", ctx, {**out, "pipeline": q8}, suffix=" INT8 (in-process, same crops)")
 
 
 VARIANT_HEAD = ["models (segmenter + embedder)", "weights", "products / looks", "det recall", "det precision",
@@ -564,18 +591,18 @@ VARIANT_HEAD = ["models (segmenter + embedder)", "weights", "products / looks", 
                 "fidelity R@10 (pts)", "date"]
 
 
-def update_variants(name: str, ctx: dict, out: dict) -> None:
+def update_variants(name: str, ctx: dict, out: dict, suffix: str = "") -> None:
     """The model-variants table in bench/RESULTS.md: one row per variant, kept across runs (rows live in the file)."""
     text = rep.RESULTS.read_text() if rep.RESULTS.exists() else rep.RESULTS_HEAD
     start, end = "<!-- bench:relevance-variants -->", "<!-- /bench:relevance-variants -->"
     rows = dict(re.findall(r"<!-- variant (\S+) (\[.*?\]) -->", text))
     p, r, m, d = out["pipeline"]["overall"], out["reference"]["overall"], out["models"], out["dataset"]
     sem = list(out["semantic_iou"].values())
-    rows[name] = json.dumps([f"{m['segmenter']} + {m['embedder']} ({m['dim']}-d)", ctx["weights"],
+    rows[name] = json.dumps([f"{m['segmenter']} + {m['embedder']} ({m['dim']}-d){suffix}", ctx["weights"],
                              f"{d['products']} / {d['looks']}", _f(p["det_recall"]), _f(p["det_precision"]),
                              _f(p["box_iou"]), _f(r["mask_iou"]), _f(float(np.mean(sem)) if sem else None),
                              _f(p["r@1"]), _f(p["r@10"]), _f(p["r@20"]), _f(p["map@10"]), _f(p["chance@10"]),
-                             f"{100 * (p['r@10'] - r['r@10']):+.1f}", ctx["machine"]["date"]])
+                             "-" if suffix else f"{100 * (p['r@10'] - r['r@10']):+.1f}", ctx["machine"]["date"]])
     table = rep.md_table(VARIANT_HEAD, [json.loads(v) for v in rows.values()])
     section = (f"{start}\n## relevance: model variants\n\nOne row per model variant, each from its own "
                f"`python -m bench relevance` run (its own section has the command, machine and load).\n\n"

@@ -111,9 +111,34 @@ class Served:
     spatial_dynamic: bool = False
 
 
+class EfficientNetGraph(torch.nn.Module):
+    """CROPS uint8 [N, H, W, 3] -> EMBEDDINGS float32 [N, 1280]: triton_models/efficientnet_lite0/1/model.py's
+    computation (bilinear resize to 224, (x - 127) / 128, pooled last conv block, L2-normalised)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        x = crops.permute(0, 3, 1, 2).float()
+        x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+        emb = self.net.extract_features((x - 127.0) / 128.0).mean(dim=(2, 3))
+        return torch.nn.functional.normalize(emb, p=2.0, dim=1)
+
+
+def _load_efficientnet(weights: Path) -> torch.nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    net.load_state_dict(torch.load(weights / "efficientnet-lite0.pth", map_location="cpu", weights_only=True))
+    return EfficientNetGraph(net)
+
+
 SERVED: dict[str, Served] = {
     "segformer": Served(_load_segformer, "IMAGE", "LABELS", "labels", (256, 256), spatial_dynamic=True),
     "resnet50": Served(_load_resnet50, "CROPS", "EMBEDDINGS", "embedding", (256, 256)),
+    # Exported for the INT8 recall measurement (bench relevance --int8-reference); its model.py runs torch.
+    "efficientnet_lite0": Served(_load_efficientnet, "CROPS", "EMBEDDINGS", "embedding", (256, 256)),
 }
 
 

@@ -7,6 +7,7 @@ imported from triton_models/*/1/model.py), so a mistake there shows up as a mism
     python modeltools/reference.py infer segformer --weights DIR --input IMAGES.npy --output LABELS.npy
     python modeltools/reference.py infer resnet50 --weights DIR --input CROPS.npy --output EMB.npy
     python modeltools/reference.py infer efficientnet_lite0 --weights DIR --input CROPS.npy --output EMB.npy
+    python modeltools/reference.py infer efficientnet_lite0_int8 --weights DIR ...   # its dynamic INT8 ONNX graph
     python modeltools/reference.py bench segformer --weights DIR --size 512 --batches 1,8 --n 32
 """
 
@@ -74,6 +75,23 @@ def load(model: str, weights: Path):
                 return torch.nn.functional.normalize(pooled.flatten(1), dim=1).numpy().astype(np.float32)
 
         return run
+    if model.endswith("_int8"):  # the dynamic INT8 ONNX variant of an embedder (modeltools/onnx_export.py)
+        import onnxruntime as ort
+
+        import onnx_export
+
+        q = Path(weights) / onnx_export.INT8_FILE
+        if not q.is_file():  # weights are <repo>/<name>/1/weights
+            onnx_export.export_served(Path(weights).parents[2], model.removesuffix("_int8"), int8=True)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = max(1, torch.get_num_threads())
+        sess = ort.InferenceSession(str(q), opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return sess.run(None, {name: np.ascontiguousarray(batch, dtype=np.uint8)})[0].astype(np.float32)
+
+        return run
     raise SystemExit(f"unknown model {model!r}")
 
 
@@ -106,7 +124,8 @@ def bench(run, model: str, size: int, batches: list[int], n: int, seed: int = 0)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="modeltools/reference.py")
     ap.add_argument("cmd", choices=["infer", "bench"])
-    ap.add_argument("model", choices=["segformer", "resnet50", "efficientnet_lite0"])
+    ap.add_argument("model", choices=["segformer", "resnet50", "efficientnet_lite0", "resnet50_int8",
+                                      "efficientnet_lite0_int8"])
     ap.add_argument("--weights", type=Path, required=True)
     ap.add_argument("--input", type=Path)
     ap.add_argument("--output", type=Path)

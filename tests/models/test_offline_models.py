@@ -164,3 +164,21 @@ def test_trainer_rejects_bad_label_maps_with_a_clear_error(tmp_path, data, model
     with pytest.raises(model_repo.WeightsToolError, match="without labels"):
         model_repo.train_segmenter(bad, models_src, ENV, steps=1, size=64, crop=32, device="cpu")
     assert model_repo.versions(models_src, "segformer")[-1] <= 2  # nothing written by a failed run
+
+
+def test_efficientnet_int8_reference_exports_checked_onnx_graphs(models_src, data, tmp_path):
+    """`bench relevance --int8-reference`'s embedder: the served graph exported to ONNX (parity-checked against torch
+    at export), dynamically quantised, run by onnxruntime in-process; the same 1280-d unit vectors' layout."""
+    from PIL import Image
+
+    weights = models_src / "efficientnet_lite0" / "1" / "weights"
+    photos = [np.asarray(Image.open(p).convert("RGB").resize((256, 256))) for p in sorted((data / "images").iterdir())[:4]]
+    crops = np.stack(photos)
+    q8 = run_reference("efficientnet_lite0_int8", weights, crops, tmp_path)
+    assert (weights / "model.onnx").is_file() and (weights / "model.int8.onnx").is_file()
+    prov = json.loads((weights / "lookstream.json").read_text())
+    assert prov["onnx"]["parity"]["min_cosine"] >= 0.9999 and "int8" in prov["onnx"]
+    assert q8.shape == (4, 1280) and q8.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(q8, axis=1), 1.0, atol=1e-4)
+    fp32 = run_reference("efficientnet_lite0", weights, crops, tmp_path)
+    assert ((q8 * fp32).sum(1) > 0.5).all()  # the same network, quantised (how much recall that costs: the bench)
