@@ -16,14 +16,14 @@ The 18 label ids (mattmdjaga/segformer_b2_clothes, the map the pipeline reads)::
 
 (Left/right are the person's own sides.) Images are letterboxed into S x S exactly as the workers do (scaled to
 fit, black padding right/bottom, padding labelled Background); training takes random ``--crop`` squares of those
-at the serving scale, with horizontal flips that swap the Left-/Right- labels.
+at the serving scale (the default crop is S: whole images), with horizontal flips that swap the Left-/Right- labels.
 
 Output: ``<repo>/segformer/<N>/`` (N = the highest version + 1; Triton serves the highest version) holding
 ``weights/`` (``save_pretrained`` + ``lookstream.json``: data hash, steps, validation mIoU per label, loss curve,
 init, device, time) and links to version 1's ``model.py``.
 
-    python modeltools/train_segmenter.py train DATA --repo triton_models [--steps 600] [--init tiny|DIR|HF_ID]
-    python modeltools/train_segmenter.py render OUT --n 800 --seed 0        # the rendered set (modeltools/segdata.py)
+    python modeltools/train_segmenter.py train DATA --repo triton_models [--steps 1500] [--init tiny|DIR|HF_ID]
+    python modeltools/train_segmenter.py render OUT --n 1200 --seed 0       # the rendered set (modeltools/segdata.py)
     python modeltools/train_segmenter.py default --repo triton_models       # rendered set + train, cached
 """
 
