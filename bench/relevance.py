@@ -534,14 +534,10 @@ def report(b, out: dict, load: dict) -> None:
               _f(r["garments_per_look"], 2), _f(r["true_garments_per_look"], 2)] for r in out["rules"]]
     sem = out["semantic_iou"]
     d, m, ing = out["dataset"], out["models"], out["ingest"]
-    print("\n== relevance: per garment label (pipeline; mask IoU from the in-process label maps) ==")
-    print(rep.text_table(head, rows))
-    print("\n== relevance: pipeline fidelity ==")
-    print(rep.text_table(fhead, frows))
-    print("\n== relevance: ranking strategies (share of a look's products in its top k) ==")
-    print(rep.text_table(shead, srows))
-    print("\n== relevance: garment rules on the same label maps ==")
-    print(rep.text_table(rhead, rrows))
+    rep.print_tables(("relevance: per garment label (pipeline; mask IoU from the in-process label maps)", head, rows),
+                     ("relevance: pipeline fidelity", fhead, frows),
+                     ("relevance: ranking strategies (share of a look's products in its top k)", shead, srows),
+                     ("relevance: garment rules on the same label maps", rhead, rrows))
     ctx = b.ctx(load)
     ctx["variant"] = f"segmenter {m['segmenter']} + embedder {m['embedder']} ({m['dim']}-d)"
     body = (

@@ -41,6 +41,14 @@ def text_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+
+def print_tables(*tables: tuple[str, list[str], list[list]]) -> None:
+    """Each (title, headers, rows) to stdout as ``== title ==`` and its text table."""
+    for title, headers, rows in tables:
+        print(f"\n== {title} ==")
+        print(text_table(headers, rows))
+
+
 def md_table(headers: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
     for r in rows:
