@@ -71,7 +71,7 @@ class BaselineRuns:
         md = [ProductMetadata.model_validate(e.metadata) for e in entries]
         cmd = [str(model_repo.env_python(env)), str(ROOT / "bench" / "seed_baseline.py"),
                "--segformer", str(self.weights.src / "segformer" / "1" / "weights"),
-               "--resnet", str(self.weights.src / "resnet50" / "1" / "weights"),
+               "--embedder", s.embed_model, "--embedder-weights", str(self.weights.src / s.embed_model / "1" / "weights"),
                "--size", str(self.a.size), "--images", str(lst), "--work", str(work),
                "--threads", str(self.a.seed_threads)]
         log(f"baseline: the seed's loop on {len(entries)} images (loading models in the model env)")

@@ -39,12 +39,10 @@ class ScalingRuns:
         shead = ["vectors", "insert rows/s", "searches", "p50 ms", "p95 ms", "p99 ms"]
         srows = [[str(r["vectors"]), r["insert_rows_per_s"], str(r["searches"]), r["p50_ms"], r["p95_ms"], r["p99_ms"]]
                  for r in search_rows]
-        print("\n== scaling: ingest time vs catalog size (1 segmentation + 1 embedding worker) ==")
-        print(rep.text_table(ihead, irows))
-        print("\n== scaling: 1 vs 2 segmentation workers (one consumer group, 4 partitions) ==")
-        print(rep.text_table(whead, wrows))
-        print("\n== scaling: search latency vs collection size (2048-d, FLAT, IP, tenant+label filter, Strong) ==")
-        print(rep.text_table(shead, srows))
+        rep.print_tables(("scaling: ingest time vs catalog size (1 segmentation + 1 embedding worker)", ihead, irows),
+                         ("scaling: 1 vs 2 segmentation workers (one consumer group, 4 partitions)", whead, wrows),
+                         ("scaling: search latency vs collection size (served embedder's dim, FLAT, IP, tenant+label "
+                          "filter, Strong)", shead, srows))
         body = ("Each row in a fresh namespace with fresh workers (warm-up excluded).\n\nIngest time vs catalog size:\n\n"
                 + rep.md_table(ihead, irows) + "\n\n1 vs 2 segmentation workers:\n\n" + rep.md_table(whead, wrows) +
                 "\n\nSearch latency: random unit vectors inserted directly as garment rows (same schema/index as "

@@ -1,5 +1,6 @@
 """The seed's way, model half (run with the MODEL env's python: it imports torch): one process, per image
-decode -> SegFormer in-process (batch 1) -> masks -> boxes -> crops; crops embedded by ResNet50 in batches of 128.
+decode -> SegFormer in-process (batch 1) -> masks -> boxes -> crops; crops embedded by the served embedder
+(ResNet50 by default; its dimension is the collection's) in batches of 128.
 
 Driven by ``python -m bench baseline`` over stdin/stdout (JSON lines), which inserts each batch of vectors
 into Milvus before this process goes on (the seed was one sequential loop) and flushes at the end:
@@ -41,7 +42,8 @@ def wait_for(word: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--segformer", type=Path, required=True)
-    ap.add_argument("--resnet", type=Path, required=True)
+    ap.add_argument("--embedder", default="resnet50", help="the served embedder's model name (modeltools/reference.py)")
+    ap.add_argument("--embedder-weights", "--resnet", dest="embedder_weights", type=Path, required=True)
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--images", type=Path, required=True, help="JSON list of image paths")
     ap.add_argument("--work", type=Path, required=True)
@@ -62,7 +64,7 @@ def main() -> int:
         torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     segment = load("segformer", a.segformer)
-    embed = load("resnet50", a.resnet)
+    embed = load(a.embedder, a.embedder_weights)
     segment(np.zeros((1, a.size, a.size, 3), np.uint8))  # warm-up, as the Triton models are warm
     embed(np.zeros((2, 256, 256, 3), np.uint8))
     say({"ready": time.perf_counter() - t0, "threads": torch.get_num_threads()})
