@@ -14,33 +14,33 @@
 
 Models: the Triton model source repository (declared random tiny weights by default, ``--use-repo-weights`` or
 ``--models DIR``), and which of its models are the segmenter/embedder (``--segmenter`` / ``--embedder``: Triton model
-names). The embedding dimension is read from the vectors.
+names). The embedding dimension is read from the vectors. ``--int8-reference`` also scores the embedder's dynamic INT8
+ONNX graph in-process on the same crops (its recall cost against the FP32 reference).
+
+This module runs the pipeline and the reference; the scoring is bench/relevance_score.py (pure logic), the tables
+and bench/RESULTS.md sections bench/relevance_report.py.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from bench import harness as h
-from bench import report as rep
-from bench.relevance_data import GARMENT_ID0, GroundTruth, generate
-from contracts.models import LABEL_IDS, LABELS, IndexedEvent
+from bench.relevance_data import GroundTruth, generate
+from bench.relevance_report import report
+from bench.relevance_score import TOP_K, Pred, score, semantic_iou, strategy_shares
+from contracts.models import IndexedEvent
 from workers.media.garments import GarmentRules, as_indexed, extract_garments, letterbox, unletterbox
-from workers.stages.ranking import best_per_product, rank
+from workers.stages.ranking import best_per_product
 
-KS = (1, 5, 10, 20)
-TOP_K = 20
-STRATEGIES = ("first_place_votes", "lowest_total_distance", "most_common_overall")
 TENANT = "rel"
 
 
@@ -49,156 +49,6 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- geometry
-def box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-
-
-def box_iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union else 0.0
-
-
-@dataclass
-class Truth:
-    product_id: str
-    label: str
-    mask: np.ndarray
-    box: tuple[int, int, int, int]
-
-
-def look_truth(gt: GroundTruth, look: dict, min_pixels: int = 50) -> list[Truth]:
-    """The visible garments of a look (a garment fully occluded or out of the frame is not asked for)."""
-    ids = gt.truth_map(look)
-    out = []
-    for g in look["garments"]:
-        m = ids == g["id"]
-        if m.sum() >= min_pixels:
-            out.append(Truth(g["product_id"], g["label"], m, box_of(m)))
-    return out
-
-
-def truth_labels(gt: GroundTruth, look: dict) -> np.ndarray:
-    """The truth as a label map (contracts.LABELS ids): body parts as they are, garments by their label."""
-    ids = gt.truth_map(look).astype(np.int32)
-    out = np.where(ids < GARMENT_ID0, ids, 0).astype(np.uint8)
-    for g in look["garments"]:
-        out[ids == g["id"]] = LABEL_IDS[g["label"]]
-    return out
-
-
-@dataclass
-class Pred:
-    label: str
-    box: tuple[int, int, int, int]
-    products: list[str]  # best first, one per product
-    mask: np.ndarray | None = None  # full-image mask (reference only)
-
-
-def match(truths: list[Truth], preds: list[Pred]) -> list[tuple[Pred | None, float]]:
-    """For each truth garment the predicted garment of its label with the best box IoU (one-to-one, greedy)."""
-    pairs = sorted(((box_iou(t.box, p.box), ti, pi) for ti, t in enumerate(truths) for pi, p in enumerate(preds)
-                    if p.label == t.label), reverse=True)
-    used_t, used_p, out = set(), set(), [(None, 0.0)] * len(truths)
-    for iou, ti, pi in pairs:
-        if ti in used_t or pi in used_p or iou <= 0:
-            continue
-        used_t.add(ti)
-        used_p.add(pi)
-        out[ti] = (preds[pi], iou)
-    return out
-
-
-# --------------------------------------------------------------------------- scoring
-@dataclass
-class Tally:
-    garments: int = 0
-    detected: int = 0  # IoU >= 0.5
-    preds: int = 0
-    true_preds: int = 0
-    box_iou: list[float] = field(default_factory=list)
-    mask_iou: list[float] = field(default_factory=list)
-    hits: dict[int, int] = field(default_factory=lambda: {k: 0 for k in KS})
-    ap10: float = 0.0
-    chance: dict[int, float] = field(default_factory=lambda: {k: 0.0 for k in KS})
-    chance_ap10: float = 0.0
-
-    def row(self) -> dict:
-        n = max(1, self.garments)
-        return {"garments": self.garments, "det_recall": self.detected / n,
-                "det_precision": self.true_preds / self.preds if self.preds else None,
-                "box_iou": float(np.mean(self.box_iou)) if self.box_iou else None,
-                "mask_iou": float(np.mean(self.mask_iou)) if self.mask_iou else None,
-                **{f"r@{k}": self.hits[k] / n for k in KS}, "map@10": self.ap10 / n,
-                **{f"chance@{k}": self.chance[k] / n for k in KS}, "chance_map@10": self.chance_ap10 / n}
-
-
-def score(gt: GroundTruth, looks: list[dict], preds_per_look: list[list[Pred]], with_masks: bool = False) -> dict:
-    per_label: dict[str, Tally] = {}
-    overall = Tally()
-    n_label = {}
-    for p in gt.products:
-        n_label[p.label] = n_label.get(p.label, 0) + 1
-    ranks = []
-    garments_pred, garments_true = [], []
-    for look, preds in zip(looks, preds_per_look):
-        truths = look_truth(gt, look)
-        garments_pred.append(len(preds))
-        garments_true.append(len(truths))
-        pairs = match(truths, preds)
-        for t, (p, iou) in zip(truths, pairs):
-            for tl in (overall, per_label.setdefault(t.label, Tally())):
-                tl.garments += 1
-                tl.box_iou.append(iou)
-                tl.detected += iou >= 0.5
-                r = (p.products.index(t.product_id) + 1) if p is not None and t.product_id in p.products else None
-                for k in KS:
-                    tl.hits[k] += r is not None and r <= k
-                    tl.chance[k] += min(1.0, k / n_label[t.label])
-                tl.ap10 += (1.0 / r) if r is not None and r <= 10 else 0.0
-                tl.chance_ap10 += sum(1.0 / q for q in range(1, min(10, n_label[t.label]) + 1)) / n_label[t.label]
-                if with_masks:
-                    if p is not None and p.mask is not None:
-                        inter = np.logical_and(p.mask, t.mask).sum()
-                        tl.mask_iou.append(float(inter / np.logical_or(p.mask, t.mask).sum()))
-                    else:
-                        tl.mask_iou.append(0.0)
-            ranks.append(r)
-        # precision: a predicted garment is true if it is some truth garment's IoU >= 0.5 match
-        good = {id(p) for p, iou in pairs if p is not None and iou >= 0.5}
-        for p in preds:
-            for tl in (overall, per_label.setdefault(p.label, Tally())):
-                tl.preds += 1
-                tl.true_preds += id(p) in good
-    return {"overall": overall.row(), "labels": {k: v.row() for k, v in sorted(per_label.items())},
-            "ranks": ranks, "garments_per_look": float(np.mean(garments_pred)) if garments_pred else 0.0,
-            "true_garments_per_look": float(np.mean(garments_true)) if garments_true else 0.0}
-
-
-def strategy_shares(gt: GroundTruth, looks: list[dict], replies: list) -> dict:
-    """Per strategy: the mean share of a look's products found in the top k of its ranking."""
-    from contracts.models import GarmentMatches  # noqa: F401 - replies carry them
-
-    out = {}
-    for s in STRATEGIES:
-        shares = {k: [] for k in (3, 5, 10, 20)}
-        for look, reply in zip(looks, replies):
-            want = {t.product_id for t in look_truth(gt, look)}
-            if not want:
-                continue
-            ranked = [r.product_id for r in rank(list(reply.garments), s)] if reply is not None else []
-            for k in shares:
-                shares[k].append(len(want & set(ranked[:k])) / len(want))
-        out[s] = {k: float(np.mean(v)) if v else 0.0 for k, v in shares.items()}
-    return out
-
-
-# --------------------------------------------------------------------------- the pipeline
 def publish_products(ns: h.Namespace, gt: GroundTruth, timeout: float = 7200) -> dict:
     from contracts.client import CatalogPublisher
     from contracts.models import ProductEvent
@@ -295,7 +145,8 @@ class Reference:
             np.save(f, np.stack(arrays[i: i + chunk]))
             files.append(f)
         py = model_repo.env_python(model_repo.default_env_path())
-        weights = self.src / model.removesuffix("_int8") / "1" / "weights"  # an INT8 variant: its FP32 model's folder
+        base = model.removesuffix("_int8")  # an INT8 variant: its FP32 model's folder
+        weights = self.src / base / str(model_repo.served_version(self.src, base)) / "weights"  # what Triton serves
         proc = subprocess.run([str(py), str(h.ROOT / "bench" / "relevance_ref.py"), model, str(weights),
                                *map(str, files)],
                               capture_output=True, text=True)
@@ -393,21 +244,6 @@ def search_preds(looks, found, owners, shop_vecs: np.ndarray, qvecs: np.ndarray)
     return preds_per_look
 
 
-def semantic_iou(gt: GroundTruth, look_maps: list[np.ndarray]) -> dict[str, float]:
-    """Pixel IoU per garment label over all looks (the segmenter's label map vs the truth's)."""
-    inter, union = {}, {}
-    for look, lm in zip(gt.looks, look_maps):
-        tl = truth_labels(gt, look)
-        for lab in {g["label"] for g in look["garments"]} | {LABELS[i] for i in np.unique(lm)}:
-            if lab not in ("Upper-clothes", "Pants", "Skirt", "Dress", "Hat", "Bag"):
-                continue
-            i = LABEL_IDS[lab]
-            a, b = lm == i, tl == i
-            inter[lab] = inter.get(lab, 0) + int(np.logical_and(a, b).sum())
-            union[lab] = union.get(lab, 0) + int(np.logical_or(a, b).sum())
-    return {lab: inter[lab] / union[lab] for lab in sorted(union) if union[lab]}
-
-
 RULE_VARIANTS = {
     "label_sum (the seed: one box over every pixel of the label)": GarmentRules(mode="label_sum",
                                                                                    small_min_fraction=1.0),
@@ -493,116 +329,3 @@ def run(b) -> dict:
         d.pop("ranks")
     report(b, out, load)
     return out
-
-
-def _f(v, nd=3):
-    return "-" if v is None else f"{v:.{nd}f}"
-
-
-def report(b, out: dict, load: dict) -> None:
-    pipe, refs = out["pipeline"], out["reference"]
-    head = ["label", "garments", "det recall", "det precision", "box IoU", "mask IoU", "R@1", "R@5", "R@10", "R@20",
-            "mAP@10", "chance R@10", "chance mAP@10"]
-
-    def row(name, p, r):
-        return [name, str(p["garments"]), _f(p["det_recall"]), _f(p["det_precision"]), _f(p["box_iou"]),
-                _f(r["mask_iou"]), _f(p["r@1"]), _f(p["r@5"]), _f(p["r@10"]), _f(p["r@20"]), _f(p["map@10"]),
-                _f(p["chance@10"]), _f(p["chance_map@10"])]
-
-    rows = [row(lab, p, refs["labels"].get(lab, {"mask_iou": None})) for lab, p in pipe["labels"].items()]
-    rows.append(row("**overall**", pipe["overall"], refs["overall"]))
-    fhead = ["", *[f"R@{k}" for k in KS], "mAP@10", "det recall", "det precision"]
-    frows = [["pipeline (Kafka, Triton, Milvus)", *[_f(pipe["overall"][f"r@{k}"]) for k in KS],
-              _f(pipe["overall"]["map@10"]), _f(pipe["overall"]["det_recall"]), _f(pipe["overall"]["det_precision"])],
-             ["in-process reference (torch, numpy search)", *[_f(refs["overall"][f"r@{k}"]) for k in KS],
-              _f(refs["overall"]["map@10"]), _f(refs["overall"]["det_recall"]), _f(refs["overall"]["det_precision"])],
-             ["gap, points", *[f"{100 * (pipe['overall'][f'r@{k}'] - refs['overall'][f'r@{k}']):+.1f}" for k in KS],
-              f"{100 * (pipe['overall']['map@10'] - refs['overall']['map@10']):+.1f}",
-              f"{100 * (pipe['overall']['det_recall'] - refs['overall']['det_recall']):+.1f}", "-"]]
-    q8 = out.get("reference_int8")
-    if q8:
-        frows += [["in-process reference, INT8 embedder (dynamic quantisation, onnxruntime)",
-                   *[_f(q8["overall"][f"r@{k}"]) for k in KS], _f(q8["overall"]["map@10"]),
-                   _f(q8["overall"]["det_recall"]), _f(q8["overall"]["det_precision"])],
-                  ["INT8 cost vs FP32 reference, points",
-                   *[f"{100 * (q8['overall'][f'r@{k}'] - refs['overall'][f'r@{k}']):+.1f}" for k in KS],
-                   f"{100 * (q8['overall']['map@10'] - refs['overall']['map@10']):+.1f}", "-", "-"]]
-    shead = ["strategy", "top-3", "top-5", "top-10", "top-20"]
-    srows = [[s, *[_f(v[k]) for k in (3, 5, 10, 20)]] for s, v in out["strategies"].items()]
-    rhead = ["garment rules", "mean box IoU", "det recall", "det precision", "garments / look", "true / look"]
-    rrows = [[r["rules"], _f(r["box_iou"]), _f(r["det_recall"]), _f(r["det_precision"]),
-              _f(r["garments_per_look"], 2), _f(r["true_garments_per_look"], 2)] for r in out["rules"]]
-    sem = out["semantic_iou"]
-    d, m, ing = out["dataset"], out["models"], out["ingest"]
-    rep.print_tables(("relevance: per garment label (pipeline; mask IoU from the in-process label maps)", head, rows),
-                     ("relevance: pipeline fidelity", fhead, frows),
-                     ("relevance: ranking strategies (share of a look's products in its top k)", shead, srows),
-                     ("relevance: garment rules on the same label maps", rhead, rrows))
-    ctx = b.ctx(load)
-    ctx["variant"] = f"segmenter {m['segmenter']} + embedder {m['embedder']} ({m['dim']}-d)"
-    body = (
-        f"Models: segmenter `{m['segmenter']}`, embedder `{m['embedder']}` ({m['dim']}-d); {m['weights']}.\n\n"
-        f"Ground truth (bench/relevance_data.py, rendered with workers/local/sample_catalog.py's painter): {d['products']} products "
-        f"({d['distractors']} of them hard distractors: same shape in another shade, or same colours with another "
-        f"pattern), {d['shop_images']} shop images (mannequin front/back, flat), {d['looks']} street looks from the "
-        f"held-out seed {d['look_seed']} with {d['truth_garments']} visible garments (2-4 products each; backgrounds, "
-        f"scale, position, rotation, light, colour cast, blur, JPEG 40-90, occlusion); garment colours "
-        f"`{d['colour_mode']}`.\n\n"
-        f"Pipeline: {ing['products']} ProductEvents (`images` + `garments=[label]`) -> {ing['indexed']} indexed, "
-        f"{ing['garment_not_found']} garment_not_found, {ing['no_garments']} no_garments, {ing['rows']} Milvus rows, "
-        f"in {ing['wall_s']:.0f} s; {d['looks']} LookRequests (top {TOP_K}) answered in {out['ask_wall_s']:.0f} s, "
-        f"statuses {out['reply_status']}. A garment counts as detected when a reply garment of its label has box IoU "
-        f">= 0.5; recall@k = its product among that garment's first k matches (one per product: best of its "
-        f"images), over all visible truth garments (a missed garment is a miss). mAP@10 = mean 1/rank (one relevant "
-        f"product). Chance = k / products of the label.\n\n"
-        + rep.md_table(head, rows) +
-        "\n\nSegmenter pixel IoU per garment label (label maps vs truth, all looks): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in sem.items())
-        + (f"; mean {np.mean(list(sem.values())):.3f}" if sem else "") +
-        "\n\nPipeline fidelity: the same weights in-process (modeltools/reference.py in the model env, no Triton), the "
-        "same garment extraction and JPEG hop, an exact numpy cosine search, best image per product. "
-        f"Same rank for {100 * out['rank_agreement']:.1f}% of truth garments."
-        + (" Notes: " + "; ".join(out["reference_notes"]) if out["reference_notes"] else "") + "\n\n"
-        + rep.md_table(fhead, frows) +
-        "\n\nRanking strategies (workers/stages/ranking.py on the replies' per-garment matches): mean share of a look's "
-        "products in the first k of the ranking:\n\n" + rep.md_table(shead, srows) +
-        "\n\nGarment rules (workers/media/garments.py), each applied to the same in-process label maps of the looks; the "
-        "default is the one the pipeline ran:\n\n" + rep.md_table(rhead, rrows) +
-        f"\n\nTotal {out['wall_s']:.0f} s.")
-    name = "relevance-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{m['segmenter']}-{m['embedder']}-{b.weights.origin}")
-    if b.a.quick:  # machinery runs (tests) never touch the committed results
-        jp = rep.write_json(name + "-quick", {"context": ctx, **out})
-        print(f"\n[{rep.context_line(ctx)}]\nwrote {jp} (--quick: bench/RESULTS.md left alone)\n")
-        return
-    chart = [(f"R@{k} pipeline", pipe["overall"][f"r@{k}"], _f(pipe["overall"][f"r@{k}"])) for k in KS]
-    chart += [(f"R@{k} chance", pipe["overall"][f"chance@{k}"], _f(pipe["overall"][f"chance@{k}"])) for k in KS]
-    b.finish(name, f"relevance: {ctx['variant']}", ctx, out, body, chart, "recall")
-    update_variants(name, ctx, out)
-    if q8:  # same crops, INT8 embedder, in-process: its own row (no pipeline run of its own, so no fidelity)
-        update_variants(name + "-int8", ctx, {**out, "pipeline": q8}, suffix=" INT8 (in-process, same crops)")
-
-
-VARIANT_HEAD = ["models (segmenter + embedder)", "weights", "products / looks", "det recall", "det precision",
-                "box IoU", "mask IoU", "seg pixel IoU", "R@1", "R@10", "R@20", "mAP@10", "chance R@10",
-                "fidelity R@10 (pts)", "date"]
-
-
-def update_variants(name: str, ctx: dict, out: dict, suffix: str = "") -> None:
-    """The model-variants table in bench/RESULTS.md: one row per variant, kept across runs (rows live in the file)."""
-    text = rep.RESULTS.read_text() if rep.RESULTS.exists() else rep.RESULTS_HEAD
-    start, end = "<!-- bench:relevance-variants -->", "<!-- /bench:relevance-variants -->"
-    rows = dict(re.findall(r"<!-- variant (\S+) (\[.*?\]) -->", text))
-    p, r, m, d = out["pipeline"]["overall"], out["reference"]["overall"], out["models"], out["dataset"]
-    sem = list(out["semantic_iou"].values())
-    rows[name] = json.dumps([f"{m['segmenter']} + {m['embedder']} ({m['dim']}-d){suffix}", ctx["weights"],
-                             f"{d['products']} / {d['looks']}", _f(p["det_recall"]), _f(p["det_precision"]),
-                             _f(p["box_iou"]), _f(r["mask_iou"]), _f(float(np.mean(sem)) if sem else None),
-                             _f(p["r@1"]), _f(p["r@10"]), _f(p["r@20"]), _f(p["map@10"]), _f(p["chance@10"]),
-                             "-" if suffix else f"{100 * (p['r@10'] - r['r@10']):+.1f}", ctx["machine"]["date"]])
-    table = rep.md_table(VARIANT_HEAD, [json.loads(v) for v in rows.values()])
-    section = (f"{start}\n## relevance: model variants\n\nOne row per model variant, each from its own "
-               f"`python -m bench relevance` run (its own section has the command, machine and load).\n\n"
-               f"{table}\n\n" + "\n".join(f"<!-- variant {k} {v} -->" for k, v in rows.items()) + f"\n{end}")
-    pat = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = pat.sub(lambda _m: section, text) if pat.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    rep.RESULTS.write_text(text)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench import relevance as R
+from bench import relevance_score as R
 from bench.relevance_data import GARMENT_ID0, products, street_look
 
 
