@@ -106,6 +106,7 @@ def cmd_demo(a) -> int:
     from workers.local.cli import _state_dir, ingest_path, look, stack_up
 
     state = Path(a.state or _state_dir())
+    os.environ["LOOKSTREAM_STATE_DIR"] = str(state)  # ingest and look below find this stack's endpoints there
     stack = Stack(state)
     if not stack.running():
         if a.random_weights:
