@@ -33,6 +33,11 @@ TAIL_RETRY_S = 0.5
 log = logging.getLogger("lookstream.client")
 
 
+# Every producer of lookstream (SDK and workers): acknowledged by all in-sync replicas, no duplicates from its own
+# retries, records up to the inline-image bound. Callers add only what differs (linger, timeouts).
+RELIABLE_PRODUCER = {"acks": "all", "enable_idempotence": True, "max_request_size": MAX_RECORD_BYTES}
+
+
 def _kafka_conf(bootstrap_servers: str | list[str], **extra) -> dict:
     servers = bootstrap_servers.split(",") if isinstance(bootstrap_servers, str) else bootstrap_servers
     return {"bootstrap_servers": servers, **extra}
@@ -45,8 +50,7 @@ class CatalogPublisher:
         from kafka import KafkaProducer
 
         self.topic = topic
-        self.producer = KafkaProducer(**_kafka_conf(bootstrap_servers, acks="all", enable_idempotence=True,
-                                                    linger_ms=10, max_request_size=MAX_RECORD_BYTES, **kafka))
+        self.producer = KafkaProducer(**_kafka_conf(bootstrap_servers, **{**RELIABLE_PRODUCER, "linger_ms": 10, **kafka}))
 
     def publish(self, event: ProductEvent):
         return self.producer.send(self.topic, key=event.key.encode(), value=codec.encode(event),
@@ -157,7 +161,7 @@ class LookClient:
         self.request_topic = request_topic
         self.reply_to = reply_to or f"{topics.LOOK_REPLIES_PREFIX}.{tenant}"
         conf = _kafka_conf(bootstrap_servers, **kafka)
-        self.producer = KafkaProducer(**conf, acks="all", linger_ms=0, max_request_size=MAX_RECORD_BYTES)
+        self.producer = KafkaProducer(**{**conf, **RELIABLE_PRODUCER, "linger_ms": 0})
         self._waiting: dict[str, Future] = {}
         self._lock = threading.Lock()
         self.tail = TopicTail(conf, [self.reply_to], self._on_reply, fetch_max_wait_ms=reply_fetch_max_wait_ms)

@@ -19,7 +19,6 @@ Every injected fault is undone in a ``finally``. A table is printed at the end (
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from collections import Counter, defaultdict
@@ -36,7 +35,8 @@ from workers.adapters.milvus_index import GarmentIndex
 
 from support.pipeline import FAST_GROUP, Pipeline
 from support.waits import wait_for
-from kafka_batches import CODECS, librdkafka_producer, produce_all
+from support.fault_injections import (Phase, broker_restart, group_churn, kill9, nothing, outage, paused,
+                                     publish_kafka_python, publish_librdkafka_codecs, redis_read_only, sigterm)
 
 # Each test runs many phases with 30 s outages: more than the suite's default 600 s per test on a loaded
 # 2-core machine. The bound stays (a hang still fails), sized to the phases.
@@ -138,184 +138,35 @@ def fault_pipeline(services, durable):
     p.stop_all()
 
 
-def _worker(p: Pipeline, kind: str) -> stack.Proc:
-    return next(x for x in reversed(p.procs) if kind in x.name)
-
-
-def _restart(p: Pipeline, kind: str) -> None:
-    old = _worker(p, kind)
-    p.procs.remove(old)
-    p.wait_ready(p.start_worker(kind, name=old.name), timeout=90)
-
-
-@dataclass
-class Phase:
-    """What an injection may look at: whether every event of the phase has its outcome, and whether
-    the stage it breaks still has work of the phase in hand (a fault on an idle worker proves nothing)."""
-
-    finished: Callable[[], bool]
-    replies_pending: Callable[[], int]
-    note: str = ""
-
-    def assert_in_flight(self, kind: str) -> None:
-        if kind == "query":
-            assert self.replies_pending() > 0, "the query fault came after every look was answered"
-        else:
-            assert not self.finished(), f"the {kind} fault came after every event had its outcome"
-
-
-def _kill9(kind):
-    def inject(p, svc, phase):
-        proc = _worker(p, kind)
-        pid = proc.pid()
-        assert pid is not None, f"{kind} worker is not running before its kill"
-        phase.assert_in_flight(kind)
-        proc.kill()
-        assert not stack._alive(pid), f"{kind} worker (pid {pid}) survived kill -9"
-        time.sleep(1)
-        _restart(p, kind)
-    return inject
-
-
-SIGTERM_GRACE_S = 30
-
-
-def _sigterm(kind):
-    """The worker finishes its batch, commits, leaves the group and exits 0 by itself within the grace."""
-    def inject(p, svc, phase):
-        proc = _worker(p, kind)
-        pid = proc.pid()
-        assert pid is not None, f"{kind} worker is not running before its SIGTERM"
-        phase.assert_in_flight(kind)
-        os.kill(pid, signal.SIGTERM)
-        popen = proc._popen  # started by this harness: its exit status is ours to read
-        try:
-            code = popen.wait(timeout=SIGTERM_GRACE_S)
-        except Exception:  # noqa: BLE001 - TimeoutExpired: it ignored SIGTERM
-            proc.kill()
-            raise AssertionError(f"{kind} worker did not exit within {SIGTERM_GRACE_S} s of SIGTERM")
-        proc.stop()  # forget the pid file
-        assert code == 0, f"{kind} worker exited with {code} after SIGTERM"
-        _restart(p, kind)
-    return inject
-
-
-def _outage(name, seconds):
-    def inject(p, svc, phase):
-        service = svc[name]
-        service.proc.kill()
-        try:
-            time.sleep(seconds)
-        finally:
-            service.start()
-    return inject
-
-
-def _paused(name, seconds):
-    """The process is alive and its sockets open, but answers nothing: slow rather than down."""
-    def inject(p, svc, phase):
-        pid = svc[name].proc.pid()
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            time.sleep(seconds)
-        finally:
-            os.kill(pid, signal.SIGCONT)
-    return inject
-
-
-def _broker_restart(p, svc, phase):
-    svc["broker"].proc.kill()
-    try:
-        time.sleep(2)
-    finally:
-        svc["broker"].start()
-
-
-def _redis_read_only(seconds):
-    """Redis becomes a replica of a master that does not exist (a failover gone wrong): every write
-    answers READONLY, reads still work. That is the dependency's fault, never the input's."""
-    def inject(p, svc, phase):
-        import redis
-
-        r = redis.Redis.from_url(p.settings.redis_url, socket_timeout=5)
-        try:
-            r.execute_command("REPLICAOF", "127.0.0.1", str(stack.free_port()))
-            assert r.info("replication")["role"] == "slave"
-            time.sleep(seconds)
-        finally:
-            r.execute_command("REPLICAOF", "NO", "ONE")
-            r.close()
-    return inject
-
-
-def _group_churn(every_s: float, budget_s: float = 240):
-    """A second segmentation or embedding worker (in turn) joins its group, works a few seconds and
-    leaves (SIGTERM), again and again until the phase's events all have their outcome."""
-    def inject(p, svc, phase):
-        cycles = 0
-        deadline = time.monotonic() + budget_s
-        while not phase.finished() and time.monotonic() < deadline:
-            kind = ("segmentation", "embedding")[cycles % 2]
-            extra = p.start_worker(kind, name=f"faults-{kind}-extra")
-            try:
-                p.wait_ready(extra, timeout=90)
-                time.sleep(every_s)  # joined (a join takes ~1 s here) and took partitions
-            finally:
-                extra.stop(sig=signal.SIGTERM, timeout=30)
-                p.procs.remove(extra)
-            cycles += 1
-            time.sleep(every_s / 2)
-        phase.note = f"{cycles} join/leave cycles"
-    return inject
-
-
-def _nothing(p, svc, phase):
-    pass
-
-
-def _publish_kafka_python(pub, s, events):
-    for ev in events:
-        pub.publish(ev)
-    pub.flush()
-
-
-def _publish_librdkafka_codecs(pub, s, events):
-    """A quarter of the events with each codec, each from its own librdkafka producer."""
-    for i, c in enumerate(CODECS):
-        produce_all(librdkafka_producer(s.bootstrap_servers, c),
-                    [(s.topic_products, ev.key.encode(), codec.encode(ev), codec.headers_for(ev))
-                     for ev in events[i::len(CODECS)]])
-
-
 @dataclass
 class Fault:
     name: str
     inject: Callable
     may_duplicate: bool
     events: int = EVENTS_PER_PHASE
-    publish: Callable = _publish_kafka_python
+    publish: Callable = publish_kafka_python
 
 
 FAULTS = [
-    Fault("kill -9 segmentation", _kill9("segmentation"), True),
-    Fault("kill -9 embedding", _kill9("embedding"), True),
-    Fault("kill -9 query", _kill9("query"), True),
-    Fault("SIGTERM segmentation", _sigterm("segmentation"), False),
-    Fault("SIGTERM embedding", _sigterm("embedding"), False),
-    Fault("SIGTERM query", _sigterm("query"), False),
-    Fault("tritonserver killed + restarted", _outage("triton", 2), False),
-    Fault("redis down 30 s", _outage("redis", 30), False),
-    Fault("milvus down 30 s", _outage("milvus", 30), False),
-    Fault("broker kill -9 + restart (S3 storage)", _broker_restart, True),
-    Fault(f"slow triton (stopped {TRITON_STOP_S} s > {TRITON_TIMEOUT_S:g} s timeout)", _paused("triton", TRITON_STOP_S),
+    Fault("kill -9 segmentation", kill9("segmentation"), True),
+    Fault("kill -9 embedding", kill9("embedding"), True),
+    Fault("kill -9 query", kill9("query"), True),
+    Fault("SIGTERM segmentation", sigterm("segmentation"), False),
+    Fault("SIGTERM embedding", sigterm("embedding"), False),
+    Fault("SIGTERM query", sigterm("query"), False),
+    Fault("tritonserver killed + restarted", outage("triton", 2), False),
+    Fault("redis down 30 s", outage("redis", 30), False),
+    Fault("milvus down 30 s", outage("milvus", 30), False),
+    Fault("broker kill -9 + restart (S3 storage)", broker_restart, True),
+    Fault(f"slow triton (stopped {TRITON_STOP_S} s > {TRITON_TIMEOUT_S:g} s timeout)", paused("triton", TRITON_STOP_S),
           False),
 ]
 MORE_FAULTS = [
-    Fault("redis read-only (replica of a dead master) 30 s", _redis_read_only(30), False),
-    Fault("slow milvus (stopped 8 s)", _paused("milvus", 8), False),
-    Fault("librdkafka gzip/snappy/lz4/zstd batches", _nothing, False, publish=_publish_librdkafka_codecs),
+    Fault("redis read-only (replica of a dead master) 30 s", redis_read_only(30), False),
+    Fault("slow milvus (stopped 8 s)", paused("milvus", 8), False),
+    Fault("librdkafka gzip/snappy/lz4/zstd batches", nothing, False, publish=publish_librdkafka_codecs),
     # a member joining takes partitions from one that may be mid-batch: its commit is refused, the batch replays
-    Fault("second worker joins + leaves every 4 s", _group_churn(4), True, events=200),
+    Fault("second worker joins + leaves every 4 s", group_churn(4), True, events=200),
 ]
 ONLY = [w.strip() for w in os.environ.get("LOOKSTREAM_FAULTS_ONLY", "").split(",") if w.strip()]
 

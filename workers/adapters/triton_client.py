@@ -98,10 +98,8 @@ class TritonModels:
         the server cannot say)."""
         if self._embedder is None:
             cfg = self.model_config(self.embed_model)
-            outputs = {o["name"]: o for o in cfg.get("output", [])}
-            if "EMBEDDINGS" not in outputs:
-                raise DependencyError("triton", f"{self.embed_model} has no EMBEDDINGS output: not an embedding model")
-            dims = [int(d) for d in outputs["EMBEDDINGS"]["dims"]]
+            _, out = self.tensor_names(self.embed_model)
+            dims = [int(d) for d in next(o for o in cfg["output"] if o["name"] == out)["dims"]]
             try:
                 meta = self._client.get_model_metadata(self.embed_model, as_json=True,
                                                        client_timeout=min(self.timeout_s, 10.0))
@@ -111,6 +109,16 @@ class TritonModels:
             wid = cfg.get("parameters", {}).get("WEIGHTS_ID", {}).get("string_value", "")
             self._embedder = Embedder(self.embed_model, served[-1], dims[-1], wid)
         return self._embedder
+
+    def tensor_names(self, model: str) -> tuple[str, str]:
+        """The input and output tensor names of ``model`` (its served config): each lookstream model takes one
+        batch tensor and answers one (segmenter IMAGE -> LABELS, embedder CROPS -> EMBEDDINGS in this repository)."""
+        cfg = self.model_config(model)
+        ins, outs = cfg.get("input", []), cfg.get("output", [])
+        if len(ins) != 1 or len(outs) != 1:
+            raise DependencyError("triton", f"{model} serves {len(ins)} input(s) and {len(outs)} output(s); lookstream "
+                                            "models take one batch tensor and answer one")
+        return ins[0]["name"], outs[0]["name"]
 
     def max_batch(self, model: str) -> int:
         return max(1, int(self.model_config(model).get("max_batch_size", 1)))
@@ -141,7 +149,7 @@ class TritonModels:
                     "(resize to the model's square size first)", category="bad_shape",
                 )
         batch = np.ascontiguousarray(np.stack([np.asarray(im) for im in images]))
-        return self._infer(self.segformer_model, "IMAGE", "LABELS", batch)
+        return self._infer(self.segformer_model, *self.tensor_names(self.segformer_model), batch)
 
     def embed(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """uint8 crops [N, 256, 256, 3] -> float32 [N, D], L2-normalised (D: the served model's EMBEDDINGS dims)."""
@@ -154,7 +162,7 @@ class TritonModels:
                 f"embed: crops are {arr.dtype} {list(arr.shape)}; expected uint8 [N, {', '.join(map(str, shape))}]",
                 category="bad_shape",
             )
-        return self._infer(self.embed_model, "CROPS", "EMBEDDINGS", np.ascontiguousarray(arr))
+        return self._infer(self.embed_model, *self.tensor_names(self.embed_model), np.ascontiguousarray(arr))
 
     def _infer(self, model: str, in_name: str, out_name: str, batch: np.ndarray) -> np.ndarray:
         """Send ``batch`` in chunks of the model's max batch, concurrently; concatenate the outputs in order."""

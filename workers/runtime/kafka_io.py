@@ -9,6 +9,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from contracts import topics as t
+from contracts.client import RELIABLE_PRODUCER
 
 from workers.runtime.settings import MAX_RECORD_BYTES, Settings
 
@@ -18,10 +19,8 @@ log = logging.getLogger(__name__)
 def make_producer(s: Settings, **overrides) -> KafkaProducer:
     conf = dict(
         **s.kafka_common(),
-        acks="all",
-        enable_idempotence=True,
+        **RELIABLE_PRODUCER,
         linger_ms=5,
-        max_request_size=MAX_RECORD_BYTES,
         request_timeout_ms=30_000,
         retries=2**31 - 1,
         delivery_timeout_ms=120_000,
