@@ -69,6 +69,44 @@ def test_milvus_down_is_an_outage(redis_url):
         index_for(s).client
 
 
+def test_a_frozen_milvus_is_an_outage_within_the_call_deadline(tmp_path, redis_url):
+    """A server that accepts the call and never answers (SIGSTOP) must not hold a worker inside one call:
+    each call has a deadline (LOOKSTREAM_MILVUS_TIMEOUT_S), after which it is an outage, and a later call,
+    once the server is back, works on a fresh client."""
+    import os
+    import signal
+
+    svc = stack.milvus_service(tmp_path, stack.free_port())
+    svc.start()
+    try:
+        s = Settings(milvus_uri=svc.env["LOOKSTREAM_MILVUS_URI"], redis_url=redis_url, milvus_timeout_s=2)
+        index = index_for(s)
+        assert index.count() == 0  # connected, collection created
+        outcome: list = []
+
+        def search():
+            try:
+                index.search("acme", "Dress", unit(1)[None, :], 3, Filters())
+                outcome.append("answered")
+            except Exception as e:  # noqa: BLE001 - what the call raised is the result
+                outcome.append(e)
+
+        pid = svc.proc.pid()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            t = threading.Thread(target=search, daemon=True)
+            t.start()
+            t.join(60)  # without a deadline the call hangs for as long as the server is frozen
+            assert not t.is_alive(), "a search on a frozen Milvus did not return within 60 s"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert len(outcome) == 1 and isinstance(outcome[0], DependencyError), outcome
+        assert index.count() == 0  # back: the next call reconnects
+        index.close()
+    finally:
+        svc.proc.stop()
+
+
 # ------------------------------------------------------------------ Redis errors by code
 @pytest.fixture
 def own_redis(tmp_path, request):

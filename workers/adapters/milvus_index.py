@@ -150,13 +150,13 @@ class GarmentIndex:
     def upsert(self, rows: list[GarmentRow]) -> None:
         """All rows in as few calls as possible (the embedding worker's whole batch)."""
         for i in range(0, len(rows), WRITE_CHUNK):
-            self.client.upsert(self.name, [r.to_milvus() for r in rows[i : i + WRITE_CHUNK]])
+            self.client.upsert(self.name, [r.to_milvus() for r in rows[i : i + WRITE_CHUNK]], timeout=self.s.milvus_timeout_s)
 
     @_milvus_call("delete")
     def delete_ids(self, ids: Iterable[str]) -> None:
         ids = sorted(set(ids))
         for i in range(0, len(ids), 4096):
-            self.client.delete(self.name, ids=ids[i : i + 4096])
+            self.client.delete(self.name, ids=ids[i : i + 4096], timeout=self.s.milvus_timeout_s)
 
     @_milvus_call("query")
     def product_rows(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[dict]]:
@@ -176,7 +176,7 @@ class GarmentIndex:
                            for t, pids in sorted(by_tenant.items()))
         out: dict[tuple[str, str], list[dict]] = {}
         for r in self.client.query(self.name, filter=expr, output_fields=["id", "tenant", "product_id", "version"],
-                                   limit=MAX_LIMIT, consistency_level="Bounded"):
+                                   limit=MAX_LIMIT, consistency_level="Bounded", timeout=self.s.milvus_timeout_s):
             out.setdefault((r["tenant"], r["product_id"]), []).append(r)
         return out
 
@@ -185,7 +185,7 @@ class GarmentIndex:
         """Upsert one product's rows and delete its other rows. Slow path (a Strong query) for tools and
         tests that write without Redis; the workers use ``CatalogWriter``. Returns rows removed."""
         if rows:
-            self.client.upsert(self.name, [r.to_milvus() for r in rows])
+            self.client.upsert(self.name, [r.to_milvus() for r in rows], timeout=self.s.milvus_timeout_s)
         keep = [r.id for r in rows]
         expr = f"tenant == {q(tenant)} and product_id == {q(product_id)}"
         if keep:
@@ -199,9 +199,9 @@ class GarmentIndex:
 
     def _delete(self, expr: str) -> int:
         ids = [r["id"] for r in self.client.query(self.name, filter=expr, output_fields=["id"],
-                                                  consistency_level="Strong", limit=MAX_LIMIT)]
+                                                  consistency_level="Strong", limit=MAX_LIMIT, timeout=self.s.milvus_timeout_s)]
         if ids:
-            self.client.delete(self.name, ids=ids)
+            self.client.delete(self.name, ids=ids, timeout=self.s.milvus_timeout_s)
         return len(ids)
 
     # ------------------------------------------------------------------ reads
@@ -213,7 +213,7 @@ class GarmentIndex:
         res = self.client.search(
             self.name, data=np.asarray(vectors, dtype=np.float32).tolist(), anns_field="embedding", filter=expr,
             limit=min(top_k, MAX_LIMIT), output_fields=list(SCALAR_FIELDS), search_params=self._search_params(),
-            consistency_level=consistency or self.s.milvus_search_consistency,
+            consistency_level=consistency or self.s.milvus_search_consistency, timeout=self.s.milvus_timeout_s,
         )
         return [[Hit(h["entity"]["product_id"], h["entity"]["label"], float(h["distance"]),
                      {**h["entity"], "id": h["entity"].get("id", h.get("id"))}) for h in hits] for hits in res]
@@ -258,21 +258,22 @@ class GarmentIndex:
             return set()
         expr = f"id in [{', '.join(q(i) for i in ids)}]"
         return {r["id"] for r in self.client.query(self.name, filter=expr, output_fields=["id"], limit=MAX_LIMIT,
-                                                   consistency_level="Strong")}
+                                                   consistency_level="Strong", timeout=self.s.milvus_timeout_s)}
 
     @_milvus_call("query")
     def rows(self, filter_expr: str = 'id != ""', fields: Iterable[str] = ("id", "tenant", "product_id", "label")) -> list[dict]:
         return list(self.client.query(self.name, filter=filter_expr, output_fields=list(fields), limit=MAX_LIMIT,
-                                      consistency_level="Strong"))
+                                      consistency_level="Strong", timeout=self.s.milvus_timeout_s))
 
     @_milvus_call("count")
     def count(self, filter_expr: str = "") -> int:
-        res = self.client.query(self.name, filter=filter_expr, output_fields=["count(*)"], consistency_level="Strong")
+        res = self.client.query(self.name, filter=filter_expr, output_fields=["count(*)"], consistency_level="Strong",
+                                 timeout=self.s.milvus_timeout_s)
         return int(res[0]["count(*)"])
 
     def ping(self) -> bool:
         try:
-            self.client.has_collection(self.name)
+            self.client.has_collection(self.name, timeout=self.s.milvus_timeout_s)
             return True
         except Exception:
             self.close()

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # Searches do not wait for the server's time tick (Strong: ~200 ms on a Milvus server, Bounded ~2 ms);
     # deleted products are kept out of replies by the product states in Redis (workers/adapters/product_state.py).
     milvus_search_consistency: Literal["Strong", "Bounded", "Session", "Eventually"] = "Bounded"
+    # Every Milvus call's deadline: a frozen or stalled server is an outage (retried with backoff, partitions
+    # paused), never a worker blocked inside one call past the consumer's poll interval.
+    milvus_timeout_s: float = Field(10.0, gt=0)
 
     # --- Redis
     redis_url: str = "redis://127.0.0.1:6379/0"
