@@ -46,12 +46,18 @@ class Phase:
             assert not self.finished(), f"the {kind} fault came after every event had its outcome"
 
 
+def _busy_worker(p: Pipeline, kind: str, phase: Phase) -> tuple[stack.Proc, int]:
+    """The running worker of ``kind`` and its pid, checked to have work of the phase in hand."""
+    proc = _worker(p, kind)
+    pid = proc.pid()
+    assert pid is not None, f"{kind} worker is not running before its fault"
+    phase.assert_in_flight(kind)
+    return proc, pid
+
+
 def kill9(kind):
     def inject(p, svc, phase):
-        proc = _worker(p, kind)
-        pid = proc.pid()
-        assert pid is not None, f"{kind} worker is not running before its kill"
-        phase.assert_in_flight(kind)
+        proc, pid = _busy_worker(p, kind, phase)
         proc.kill()
         assert not stack._alive(pid), f"{kind} worker (pid {pid}) survived kill -9"
         time.sleep(1)
@@ -65,10 +71,7 @@ SIGTERM_GRACE_S = 30
 def sigterm(kind):
     """The worker finishes its batch, commits, leaves the group and exits 0 by itself within the grace."""
     def inject(p, svc, phase):
-        proc = _worker(p, kind)
-        pid = proc.pid()
-        assert pid is not None, f"{kind} worker is not running before its SIGTERM"
-        phase.assert_in_flight(kind)
+        proc, pid = _busy_worker(p, kind, phase)
         os.kill(pid, signal.SIGTERM)
         popen = proc._popen  # started by this harness: its exit status is ours to read
         try:
