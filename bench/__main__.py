@@ -59,7 +59,8 @@ class Bench(BaselineRuns, QueryRuns, ScalingRuns):
     def start(self) -> None:
         log(f"starting the embedded stack ({self.weights.detail})")
         self.stack = h.BenchStack(self.weights, segformer_size=self.a.size, batch_size=self.a.batch_size,
-                                  keep=self.a.keep_state, echo=log, device=self.a.device).start()
+                                  keep=self.a.keep_state, echo=log, device=self.a.device,
+                                  embedder=getattr(self.a, "embedder", None)).start()
 
     def stop(self) -> None:
         if self.stack is not None:

@@ -117,8 +117,9 @@ class BenchStack:
     """broker + redis + Milvus + tritonserver in a temporary state folder (removed at stop unless ``keep``)."""
 
     def __init__(self, weights: Weights, *, segformer_size: int = 512, batch_size: int | None = None,
-                 keep: bool = False, echo=print, device: str = "cpu"):
+                 keep: bool = False, echo=print, device: str = "cpu", embedder: str | None = None):
         self.weights = weights
+        self.embedder = embedder  # the Triton embedding model to serve (None: model_repo.choose_embedder's pick)
         self.device = device
         self.segformer_size = segformer_size
         self.batch_size = batch_size
@@ -136,7 +137,8 @@ class BenchStack:
             "redis": stack.redis_service(self.state, port()),
             "milvus": stack.milvus_service(self.state, port()),
             "triton": stack.triton_service(self.state, port(), port(), port(), models_src=self.weights.src,
-                                           segformer_size=self.segformer_size, device=self.device),
+                                           segformer_size=self.segformer_size, device=self.device,
+                                           embedder=self.embedder),
         }
         env = {"LOOKSTREAM_STATE_DIR": str(self.state), "LOOKSTREAM_LOG_LEVEL": "INFO"}
         if self.batch_size:

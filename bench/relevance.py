@@ -287,7 +287,8 @@ def run(b) -> dict:
         f"in {gt.root.relative_to(h.ROOT)}")
     meter = b.meter()
     ns = b.stack.namespace("rel")
-    ns.env.update({"LOOKSTREAM_SEGFORMER_MODEL": a.segmenter, "LOOKSTREAM_RESNET_MODEL": a.embedder})
+    # the stack serves a.embedder (BenchStack(embedder=...)); the workers must embed with it too
+    ns.env.update({"LOOKSTREAM_SEGFORMER_MODEL": a.segmenter, "LOOKSTREAM_EMBED_MODEL": a.embedder})
     ns.start_workers(["segmentation", "embedding", "query"])
     s = ns.settings
     log("  pipeline: publishing the products (their shop images and own garment label)")

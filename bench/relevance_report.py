@@ -55,7 +55,9 @@ def report(b, out: dict, load: dict) -> None:
                      ("relevance: ranking strategies (share of a look's products in its top k)", shead, srows),
                      ("relevance: garment rules on the same label maps", rhead, rrows))
     ctx = b.ctx(load)
-    ctx["variant"] = f"segmenter {m['segmenter']} + embedder {m['embedder']} ({m['dim']}-d)"
+    # garment colours other than the default family ones: their own section and variant row (another ground truth)
+    colours = "" if d["colour_mode"] == "family" else f", colours {d['colour_mode']}"
+    ctx["variant"] = f"segmenter {m['segmenter']} + embedder {m['embedder']} ({m['dim']}-d){colours}"
     body = (
         f"Models: segmenter `{m['segmenter']}`, embedder `{m['embedder']}` ({m['dim']}-d); {m['weights']}.\n\n"
         f"Ground truth (bench/relevance_data.py, rendered with workers/local/sample_catalog.py's painter): {d['products']} products "
@@ -85,7 +87,8 @@ def report(b, out: dict, load: dict) -> None:
         "\n\nGarment rules (workers/media/garments.py), each applied to the same in-process label maps of the looks; the "
         "default is the one the pipeline ran:\n\n" + rep.md_table(rhead, rrows) +
         f"\n\nTotal {out['wall_s']:.0f} s.")
-    name = "relevance-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{m['segmenter']}-{m['embedder']}-{b.weights.origin}")
+    name = "relevance-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{m['segmenter']}-{m['embedder']}-{b.weights.origin}"
+                                 + ("" if d["colour_mode"] == "family" else f"-colours_{d['colour_mode']}"))
     if b.a.quick:  # machinery runs (tests) never touch the committed results
         jp = rep.write_json(name + "-quick", {"context": ctx, **out})
         print(f"\n[{rep.context_line(ctx)}]\nwrote {jp} (--quick: bench/RESULTS.md left alone)\n")
@@ -110,7 +113,8 @@ def update_variants(name: str, ctx: dict, out: dict, suffix: str = "") -> None:
     rows = dict(re.findall(r"<!-- variant (\S+) (\[.*?\]) -->", text))
     p, r, m, d = out["pipeline"]["overall"], out["reference"]["overall"], out["models"], out["dataset"]
     sem = list(out["semantic_iou"].values())
-    rows[name] = json.dumps([f"{m['segmenter']} + {m['embedder']} ({m['dim']}-d){suffix}", ctx["weights"],
+    colours = "" if d["colour_mode"] == "family" else f", colours {d['colour_mode']}"
+    rows[name] = json.dumps([f"{m['segmenter']} + {m['embedder']} ({m['dim']}-d){colours}{suffix}", ctx["weights"],
                              f"{d['products']} / {d['looks']}", _f(p["det_recall"]), _f(p["det_precision"]),
                              _f(p["box_iou"]), _f(r["mask_iou"]), _f(float(np.mean(sem)) if sem else None),
                              _f(p["r@1"]), _f(p["r@10"]), _f(p["r@20"]), _f(p["map@10"]), _f(p["chance@10"]),
