@@ -139,7 +139,8 @@ def test_product_unknown_to_redis_is_confirmed_in_milvus(store):
     visible(store, "acme", {"Hat": unit(7)}, {"p1"})
     store.cache.redis.delete(store.cache.key("acme", "p1"))
     assert product_ids(look(store, "acme", {"Hat": unit(7)})) == {"p1"}
-    assert look(store, "acme", {"Hat": unit(7)}).garments[0].matches[0].metadata_source == "milvus"
+    match = look(store, "acme", {"Hat": unit(7)}).garments[0].matches[0]
+    assert (match.metadata_source, match.metadata.title) == ("milvus", "acme p1 img")  # read from the row
     store.index.delete_product("acme", "p1")  # the slow path, as a tool would
     assert product_ids(look(store, "acme", {"Hat": unit(7)})) == set()
 
@@ -152,3 +153,14 @@ def test_all_garments_of_a_look_are_searched_together(store):
                                       consistency="Strong")
     assert [[h.product_id for h in hits] for hits in got] == [["p1"], ["p2"], ["p1"], ["p2"]]
     assert np.isclose(got[0][0].score, 1.0, atol=1e-4)
+
+
+def test_a_garment_crowded_out_by_other_labels_is_searched_again_over_its_own(store):
+    """One round trip searches every garment over all the look's labels; a garment whose nearest rows are all
+    of the other labels must still get the nearest rows of its own."""
+    store.writer.apply([upsert("acme", "hatA", "img", {"Hat": 1}, V1), upsert("acme", "hatB", "img2", {"Hat": 1}, V1),
+                        upsert("acme", "jeans", "img", {"Pants": 50}, V1)])
+    visible(store, "acme", {"Hat": unit(1)}, {"hatA", "hatB"})
+    got = store.index.search_garments("acme", [("Pants", unit(1)), ("Hat", unit(1))], 1, Filters())
+    assert [h.product_id for h in got[0]] == ["jeans"]
+    assert [h.label for h in got[1]] == ["Hat"] and got[1][0].product_id in {"hatA", "hatB"}

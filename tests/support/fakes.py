@@ -11,6 +11,7 @@ import numpy as np
 
 from contracts.models import LABEL_IDS
 from workers.adapters.garment_rows import GarmentRow, Hit
+from workers.adapters.milvus_index import SEARCH_FIELDS
 from workers.adapters.product_state import ProductState
 from workers.runtime.records import Item, Record
 
@@ -72,9 +73,14 @@ class MemoryIndex:
         for label, vec in queries:
             rows = [r for r in self.rows.values() if r.tenant == tenant and r.label == label]
             scored = sorted(((float(np.dot(r.embedding, vec)), r) for r in rows), key=lambda x: -x[0])[:top_k]
-            out.append([Hit(r.product_id, r.label, score, {k: v for k, v in r.to_milvus().items() if k != "embedding"})
+            # as GarmentIndex: hits carry the fields a state check needs, row_fields the rest
+            out.append([Hit(r.product_id, r.label, score, {k: r.to_milvus()[k] for k in SEARCH_FIELDS})
                         for score, r in scored])
         return out
+
+    def row_fields(self, ids, consistency=None) -> dict[str, dict]:
+        return {i: {k: v for k, v in self.rows[i].to_milvus().items() if k != "embedding"} for i in ids
+                if i in self.rows}
 
     def existing_ids(self, ids) -> set[str]:
         return {i for i in ids if i in self.rows}

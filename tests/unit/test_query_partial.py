@@ -39,6 +39,9 @@ class Index:
     def existing_ids(self, ids):
         return set(ids)  # every row exists (no delete in flight)
 
+    def row_fields(self, ids, consistency=None):
+        return {}  # the hits above carry their metadata already
+
 
 class Cache:
     def get_states(self, keys):

@@ -146,3 +146,9 @@ def live_hits(hits: list[Hit], states: dict[str, ProductState], confirmed: set[s
         if (st.vouches_for(h) if st is not None else h.id in confirmed):
             out.append(h)
     return out
+
+
+def cached_metadata(states: dict[str, ProductState] | None, hit: Hit) -> ProductMetadata | None:
+    """The metadata Redis holds for this hit's product, when it is at least as new as the hit's row."""
+    st = states.get(hit.product_id) if states else None
+    return st.metadata if st is not None and not st.deleted and st.version >= hit.version else None

@@ -20,8 +20,9 @@ from contracts.models import (
     MAX_PRODUCT_IMAGES, BBox, GarmentMatches, LookReply, LookRequest, Match, ReplyStatus, utc_now,
 )
 
-from workers.adapters.milvus_index import GarmentIndex
-from workers.adapters.product_state import MetadataCache, live_hits
+from workers.adapters.milvus_index import MAX_LIMIT, GarmentIndex
+from workers.adapters.garment_rows import Hit
+from workers.adapters.product_state import MetadataCache, cached_metadata, live_hits
 from workers.media.fetch import FetchUnavailable
 from workers.media.garments import as_indexed
 from workers.runtime import metrics as m
@@ -73,6 +74,14 @@ def fit_reply(reply: LookReply, max_bytes: int) -> LookReply:
         return cut
     return reply.model_copy(update={"garments": [], "ranking": [], "truncated": True, "status": ReplyStatus.error,
                                     "error": "the answer was too large to send"})
+
+
+class StatesUnavailable(Exception):
+    """Redis could not be read (the cause is chained): the look falls back to a Strong search."""
+
+
+# First page of a look's search, in hits per listed product: most products have one or two images.
+FIRST_PAGE = 4
 
 
 class QueryStage:
@@ -135,45 +144,49 @@ class QueryStage:
             start += len(found)
 
     def _search_and_reply(self, req: LookRequest, found, vectors: np.ndarray, own: dict) -> Result:
-        """All garments searched at once (one search per label, in parallel), then every hit checked against
-        its product's state in Redis: a deleted product or a replaced image's rows never reach the reply.
-        Without Redis (down, or any error) the look is searched again at Strong consistency instead."""
+        """All garments searched in one round trip, then every hit checked against its product's state in
+        Redis: a deleted product or a replaced image's rows never reach the reply. The first page holds
+        FIRST_PAGE hits per listed product (most products have one or two images); a garment whose page was
+        full but holds fewer than ``top_k`` live products is searched again with room for every product's
+        MAX_PRODUCT_IMAGES. Without Redis (down, or any error) the look is searched again at Strong consistency."""
         garments: list[GarmentMatches] = []
         failed: list[str] = []
         queries = [(g.label, vec) for g, vec in zip(found, vectors)]
-        # room for hits the states refuse, and for a product's other images (one match per product)
-        limit = min(2 * req.top_k * MAX_PRODUCT_IMAGES, 16384)
+        first = min(FIRST_PAGE * req.top_k, MAX_LIMIT)
+        full = min(2 * req.top_k * MAX_PRODUCT_IMAGES, MAX_LIMIT)
         with self.timings("search") as lap:
-            searched = self.index.search_garments(req.tenant, queries, limit, req.filters)
+            searched = self.index.search_garments(req.tenant, queries, first, req.filters)
         own["search"] = lap.ms
         with self.timings("enrich") as lap:
-            ids = sorted({h.product_id for hits in searched if not isinstance(hits, Exception) for h in hits})
+            states: dict | None = {}
             try:
-                states = {k[1]: st for k, st in self.cache.get_states([(req.tenant, p) for p in ids]).items()}
-            except Exception as e:  # noqa: BLE001 - an outage or any Redis error: the reply must still go out
-                log.warning("product states unavailable (%s); searching at Strong consistency", e,
+                live = self._live(req, searched, states)
+                short = [i for i, (hits, kept) in enumerate(zip(searched, live)) if not isinstance(hits, Exception)
+                         and len(hits) >= first and len({h.product_id for h in kept}) < req.top_k]
+                if short and first < full:
+                    again = self.index.search_garments(req.tenant, [queries[i] for i in short], full, req.filters)
+                    for i, kept in zip(short, self._live(req, again, states)):
+                        live[i] = kept
+            except StatesUnavailable as e:  # an outage or any Redis error: the reply must still go out
+                log.warning("product states unavailable (%s); searching at Strong consistency", e.__cause__,
                             extra={"request_id": req.request_id})
                 states = None
-            if states is None:
-                searched = self.index.search_garments(req.tenant, queries, limit, req.filters, consistency="Strong")
-            else:
-                unknown = [h.id for hits in searched if not isinstance(hits, Exception) for h in hits
-                           if h.product_id not in states]
-                confirmed = self.index.existing_ids(unknown) if unknown else set()
-                searched = [hits if isinstance(hits, Exception) else live_hits(hits, states, confirmed)
-                            for hits in searched]
-            for g, hits in zip(found, searched):
+                live = self.index.search_garments(req.tenant, queries, full, req.filters, consistency="Strong")
+            picked = {}  # garment index -> its best hit per product (a product once: its best image)
+            for i, (g, hits) in enumerate(zip(found, live)):
                 if isinstance(hits, Exception):
                     log.warning("search for %s failed: %s", g.label, hits, extra={"request_id": req.request_id})
                     failed.append(g.label)
-                    continue
-                matches = []
-                for h in best_per_product(hits, req.top_k):  # a product once: its best image
-                    st = states.get(h.product_id) if states else None
-                    cached = st.metadata if st is not None and not st.deleted and st.version >= h.version else None
-                    matches.append(Match(product_id=h.product_id, score=round(h.score, 6),
-                                         metadata=cached or h.metadata(),
-                                         metadata_source="redis" if cached else "milvus"))
+                else:
+                    picked[i] = [(h, cached_metadata(states, h)) for h in best_per_product(hits, req.top_k)]
+            # searches return the fields a state check needs; metadata Redis lacks is read for the listed hits only
+            rows = self.index.row_fields([h.id for hs in picked.values() for h, md in hs if md is None],
+                                         consistency="Strong" if states is None else None)
+            for i, hs in picked.items():
+                g = found[i]
+                matches = [Match(product_id=h.product_id, score=round(h.score, 6),
+                                 metadata=md or Hit(h.product_id, h.label, h.score, rows.get(h.id, h.fields)).metadata(),
+                                 metadata_source="redis" if md else "milvus") for h, md in hs]
                 garments.append(GarmentMatches(label=g.label, bbox=BBox(**g.bbox.model_dump()),
                                                mask_fraction=round(g.mask_fraction, 6), matches=matches))
         own["enrich"] = lap.ms
@@ -183,6 +196,21 @@ class QueryStage:
         error = f"search failed for {', '.join(failed)}" if failed else None
         return self._reply(req, status, error=error, garments=garments, ranking=rank(garments, req.strategy),
                            timings=own)
+
+    def _live(self, req: LookRequest, searched: list, states: dict) -> list:
+        """The hits their product's state vouches for (or, unknown to Redis, a Strong read confirms); the
+        states it lacks are read into ``states``."""
+        ids = sorted({h.product_id for hits in searched if not isinstance(hits, Exception) for h in hits} - set(states))
+        if ids:
+            try:
+                got = self.cache.get_states([(req.tenant, p) for p in ids])
+            except Exception as e:
+                raise StatesUnavailable() from e
+            states.update({k[1]: st for k, st in got.items()})
+        unknown = [h.id for hits in searched if not isinstance(hits, Exception) for h in hits
+                   if h.product_id not in states]
+        confirmed = self.index.existing_ids(unknown) if unknown else set()
+        return [hits if isinstance(hits, Exception) else live_hits(hits, states, confirmed) for hits in searched]
 
     # ------------------------------------------------------------------ replies
     def _reply(self, req: LookRequest, status: ReplyStatus, *, error: str | None = None, garments=(), ranking=(),
