@@ -35,6 +35,7 @@ from workers.adapters.milvus_index import GarmentIndex
 
 from support.pipeline import FAST_GROUP, Pipeline
 from support.waits import wait_for
+from support.broker_forensics import explain_lost
 from support.fault_injections import (Phase, broker_restart, group_churn, kill9, nothing, outage, paused,
                                      publish_kafka_python, publish_librdkafka_codecs, redis_read_only, sigterm)
 
@@ -256,6 +257,9 @@ class Harness:
         rows.append(row)  # in the table even when an assertion below fails
         print(f"{row.fault}: {row.events} events, {indexed} indexed, {lost} lost, {dup} duplicated, {dlq} DLQ, "
               f"replies {row.replies}, {row.recovery_s} s", flush=True)
+        if lost:
+            missing = [e for e in ids if outcomes.count[e] == 0]
+            print(f"{fault}: where the lost events are on the broker now:\n{explain_lost(s, missing)}", flush=True)
         assert lost == 0, (row, [e for e in ids if outcomes.count[e] == 0][:10])
         assert dlq == 0, row  # a dependency outage is never the input's fault
         assert may_duplicate or dup == 0, row
