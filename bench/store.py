@@ -98,7 +98,8 @@ class Kind:
                  nprobe: int = 16):
         self.kind = kind
         self.s = Settings(milvus_uri=uri, redis_url=redis_url, milvus_collection=f"bench_{uuid.uuid4().hex[:8]}",
-                          milvus_index=index, milvus_nlist=nlist, milvus_nprobe=nprobe)
+                          milvus_index=index, milvus_nlist=nlist, milvus_nprobe=nprobe,
+                          milvus_timeout_s=120)  # throughput here; Lite's upserts at 100k rows took > 10 s once
         self.index, self.cache = GarmentIndex(self.s, embedder=BENCH_EMBEDDER), MetadataCache(self.s)
         self.cache.PREFIX = f"lookstream:bench{uuid.uuid4().hex[:6]}:"  # type: ignore[misc]
         self.writer = CatalogWriter(self.index, self.cache)

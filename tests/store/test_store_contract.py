@@ -155,9 +155,8 @@ def test_all_garments_of_a_look_are_searched_together(store):
     assert np.isclose(got[0][0].score, 1.0, atol=1e-4)
 
 
-def test_a_garment_crowded_out_by_other_labels_is_searched_again_over_its_own(store):
-    """One round trip searches every garment over all the look's labels; a garment whose nearest rows are all
-    of the other labels must still get the nearest rows of its own."""
+def test_a_garment_gets_its_own_labels_rows_when_other_labels_are_nearer(store):
+    """A garment whose nearest rows are all of the look's other labels still gets the nearest rows of its own."""
     store.writer.apply([upsert("acme", "hatA", "img", {"Hat": 1}, V1), upsert("acme", "hatB", "img2", {"Hat": 1}, V1),
                         upsert("acme", "jeans", "img", {"Pants": 50}, V1)])
     visible(store, "acme", {"Hat": unit(1)}, {"hatA", "hatB"})

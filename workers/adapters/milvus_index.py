@@ -22,6 +22,7 @@ already restricted by the contracts.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Literal
 
 import numpy as np
@@ -61,6 +62,7 @@ class GarmentIndex:
         self._embedder = None
         self._client = None
         self.version: str | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def embedder(self):
@@ -206,10 +208,9 @@ class GarmentIndex:
 
     # ------------------------------------------------------------------ reads
     @_milvus_call("search")
-    def search(self, tenant: str, label: str | list[str], vectors: np.ndarray, top_k: int, filters: Filters,
+    def search(self, tenant: str, label: str, vectors: np.ndarray, top_k: int, filters: Filters,
                consistency: Consistency | None = None, fields: Iterable[str] = SCALAR_FIELDS) -> list[list[Hit]]:
-        """Nearest rows of one label (or of any of several) for each vector. Default consistency:
-        ``milvus_search_consistency``."""
+        """Nearest rows of one label for each vector. Default consistency: ``milvus_search_consistency``."""
         expr = filter_expression(tenant, label, filters)
         res = self.client.search(
             self.name, data=np.asarray(vectors, dtype=np.float32).tolist(), anns_field="embedding", filter=expr,
@@ -221,41 +222,34 @@ class GarmentIndex:
 
     def search_garments(self, tenant: str, queries: list[tuple[str, np.ndarray]], top_k: int, filters: Filters,
                         consistency: Consistency | None = None) -> list[list[Hit] | Exception]:
-        """All garments of one look in one round trip (a Milvus search costs ~9 ms however small on a 2.3
-        server): every vector searched over all of the look's labels, each keeping the hits of its own label.
-        Those are the head of a search of its label alone (the same candidates, filtered), so the answer is the
-        same whenever at least ``top_k`` of them came back or the search ran out of rows; otherwise that
-        garment is searched again over its own label. Hits carry ``SEARCH_FIELDS`` only (``row_fields`` reads
-        the rest). One entry per query, in order: its hits, or the exception its search raised. A Milvus
-        outage raises DependencyError for the whole look."""
-        if not queries:
-            return []
-        labels = sorted({label for label, _v in queries})
-        vecs = np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for _label, v in queries])
-        wide = min(top_k * len(labels), MAX_LIMIT)
-        try:
-            per_vector = self.search(tenant, labels, vecs, wide, filters, consistency, SEARCH_FIELDS)
-        except DependencyError:
-            raise
-        except Exception as e:  # noqa: BLE001 - e.g. a filter the server refuses: every garment fails alike
-            return [e] * len(queries)
-        out: list[list[Hit] | Exception] = []
-        again: dict[str, list[int]] = {}
-        for i, ((label, _v), hits) in enumerate(zip(queries, per_vector)):
-            own = [h for h in hits if h.label == label]
-            out.append(own[:top_k])
-            if len(own) < top_k and len(hits) == wide:
-                again.setdefault(label, []).append(i)
-        for label, idx in again.items():  # rare: these garments' nearest rows were mostly of other labels
+        """All garments of one look: one search per distinct label (its vectors together), the labels in
+        parallel. (One request over all the look's labels saved ~3 ms of round trips on a Milvus 2.3 server
+        but scans every label's rows for every garment: on Milvus Lite, which searches brute force, it took
+        163 ms at 100k rows against 107 ms for three per-label searches one after another.) Hits carry ``SEARCH_FIELDS`` only; ``row_fields`` reads the rest. One
+        entry per query, in order: its hits, or the exception its search raised. A Milvus outage raises
+        DependencyError for the whole look."""
+        groups: dict[str, list[int]] = {}
+        for i, (label, _v) in enumerate(queries):
+            groups.setdefault(label, []).append(i)
+        _ = self.client  # connect (and check the server) once, before the threads share the client
+
+        def one(label: str) -> list[list[Hit]]:
+            vecs = np.stack([np.asarray(queries[i][1], dtype=np.float32).reshape(-1) for i in groups[label]])
+            return self.search(tenant, label, vecs, top_k, filters, consistency, SEARCH_FIELDS)
+
+        if len(groups) > 1 and self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="milvus-search")
+        futures = {label: self._pool.submit(one, label) for label in groups} if len(groups) > 1 else {}
+        out: list[list[Hit] | Exception] = [[] for _ in queries]
+        for label, idx in groups.items():
             try:
-                for i, hits in zip(idx, self.search(tenant, label, vecs[idx], top_k, filters, consistency,
-                                                    SEARCH_FIELDS)):
-                    out[i] = hits
+                per_vector = futures[label].result() if futures else one(label)
             except DependencyError:
                 raise
             except Exception as e:  # noqa: BLE001 - this label's garments fail, the others still answer
-                for i in idx:
-                    out[i] = e
+                per_vector = [e] * len(idx)
+            for i, hits in zip(idx, per_vector):
+                out[i] = hits
         return out
 
     @_milvus_call("query")

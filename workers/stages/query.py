@@ -144,7 +144,7 @@ class QueryStage:
             start += len(found)
 
     def _search_and_reply(self, req: LookRequest, found, vectors: np.ndarray, own: dict) -> Result:
-        """All garments searched in one round trip, then every hit checked against its product's state in
+        """All garments searched at once (one search per label, in parallel), then every hit checked against its product's state in
         Redis: a deleted product or a replaced image's rows never reach the reply. The first page holds
         FIRST_PAGE hits per listed product (most products have one or two images); a garment whose page was
         full but holds fewer than ``top_k`` live products is searched again with room for every product's
