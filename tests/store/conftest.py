@@ -51,28 +51,15 @@ def milvus_uris(store_state, request) -> dict[str, str]:
     return get  # type: ignore[return-value]
 
 
-def _store(kind: str, milvus_uris, redis_url, **settings):
+@pytest.fixture(params=KINDS)
+def store(request, milvus_uris, redis_url) -> Store:
+    """A fresh collection and key space on one Milvus kind (lite or server) and the shared redis-server."""
     ns = uuid.uuid4().hex[:8]
-    s = Settings(milvus_uri=milvus_uris(kind), redis_url=redis_url, milvus_collection=f"store_{ns}", **settings)
+    s = Settings(milvus_uri=milvus_uris(request.param), redis_url=redis_url, milvus_collection=f"store_{ns}")
     index, cache = index_for(s), MetadataCache(s)
     cache.PREFIX = f"lookstream:test{ns}:"  # type: ignore[misc]
-    yield Store(kind, s, index, cache, CatalogWriter(index, cache))
+    yield Store(request.param, s, index, cache, CatalogWriter(index, cache))
     try:
         index.client.drop_collection(index.name)
     finally:
         index.close()
-
-
-@pytest.fixture(params=KINDS)
-def store(request, milvus_uris, redis_url) -> Store:
-    """A fresh collection and key space on one Milvus kind (lite or server) and the shared redis-server."""
-    yield from _store(request.param, milvus_uris, redis_url)
-
-
-@pytest.fixture(params=[*KINDS, "server-ivf"])
-def look_store(request, milvus_uris, redis_url) -> Store:
-    """``store``, and a server collection with an IVF index: there a look's garments go in one request."""
-    if request.param == "server-ivf":
-        yield from _store("server", milvus_uris, redis_url, milvus_index="IVF_FLAT", milvus_nlist=4, milvus_nprobe=4)
-    else:
-        yield from _store(request.param, milvus_uris, redis_url)

@@ -145,8 +145,7 @@ def test_product_unknown_to_redis_is_confirmed_in_milvus(store):
     assert product_ids(look(store, "acme", {"Hat": unit(7)})) == set()
 
 
-def test_all_garments_of_a_look_are_searched_together(look_store):
-    store = look_store
+def test_all_garments_of_a_look_are_searched_together(store):
     store.writer.apply([upsert("acme", "p1", "img", {"Upper-clothes": 1, "Pants": 2, "Left-shoe": 3}, V1),
                         upsert("acme", "p2", "img", {"Upper-clothes": 4, "Pants": 5}, V1)])
     got = store.index.search_garments("acme", [("Upper-clothes", unit(1)), ("Pants", unit(5)),
@@ -156,10 +155,8 @@ def test_all_garments_of_a_look_are_searched_together(look_store):
     assert np.isclose(got[0][0].score, 1.0, atol=1e-4)
 
 
-def test_a_garment_gets_its_own_labels_rows_when_other_labels_are_nearer(look_store):
-    """A garment whose nearest rows are all of the look's other labels still gets the nearest rows of its own
-    (in one request over all labels, its own label's hits ran out: it is searched again)."""
-    store = look_store
+def test_a_garment_gets_its_own_labels_rows_when_other_labels_are_nearer(store):
+    """A garment whose nearest rows are all of the look's other labels still gets the nearest rows of its own."""
     store.writer.apply([upsert("acme", "hatA", "img", {"Hat": 1}, V1), upsert("acme", "hatB", "img2", {"Hat": 1}, V1),
                         upsert("acme", "jeans", "img", {"Pants": 50}, V1)])
     visible(store, "acme", {"Hat": unit(1)}, {"hatA", "hatB"})

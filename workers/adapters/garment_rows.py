@@ -91,10 +91,8 @@ class Hit:
 
 
 
-def filter_expression(tenant: str, label: str | list[str], f: Filters) -> str:
-    labels = [label] if isinstance(label, str) else list(label)
-    parts = [f"tenant == {q(tenant)}",
-             f"label == {q(labels[0])}" if len(labels) == 1 else f"label in [{', '.join(q(x) for x in labels)}]"]
+def filter_expression(tenant: str, label: str, f: Filters) -> str:
+    parts = [f"tenant == {q(tenant)}", f"label == {q(label)}"]
     if f.price is not None:
         if f.price.min is not None:
             parts.append(f"price >= {float(f.price.min)!r}")
