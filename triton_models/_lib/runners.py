@@ -6,7 +6,7 @@ model's answer out, so a runner is just ``run(batch) -> output``; no torch is im
 ``RUNTIME`` (config parameter, rendered from LOOKSTREAM_MODEL_RUNTIME): ``torch`` (the model's own torch code),
 ``onnxruntime``, ``openvino``, or ``auto``: the model's preferred runtime (``PREFERRED_RUNTIME``, rendered by
 workers/local/model_repo.py from measurements, see docs/operations.md) when its ONNX file exists and that runtime is
-installed, else onnxruntime when it is, else torch. ``PRECISION`` (OpenVINO only): ``f32`` or ``auto`` (OpenVINO's
+installed (OpenVINO only on CPUs with bf16 units: ``bf16_cpu``), else onnxruntime when it is, else torch. ``PRECISION`` (OpenVINO only): ``f32`` or ``auto`` (OpenVINO's
 default: bf16 on CPUs with AMX / AVX512-BF16, f32 elsewhere).
 """
 
@@ -22,6 +22,19 @@ RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 
 def installed(runtime: str) -> bool:
     return runtime == "torch" or importlib.util.find_spec(runtime) is not None
+
+
+def bf16_cpu(cpuinfo: str | None = None) -> bool:
+    """AMX or AVX512-BF16 on this CPU: there OpenVINO runs embedders in bf16, 5-14x onnxruntime. Elsewhere it
+    runs f32 and was the slower one: ResNet50@256 on a 2-core AVX2 AMD EPYC, 1 thread, batch 3, 185 ms per
+    image against onnxruntime's 170 (2026-12-02)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def choose(runtime: str, preferred: str, onnx_file: Path, kind: str) -> str:
@@ -40,6 +53,8 @@ def choose(runtime: str, preferred: str, onnx_file: Path, kind: str) -> str:
         return runtime
     if not onnx_file.is_file():
         return "torch"
+    if preferred == "openvino" and not bf16_cpu():
+        preferred = "onnxruntime"
     for cand in (preferred, "onnxruntime"):
         if cand in ("onnxruntime", "openvino") and installed(cand):
             return cand

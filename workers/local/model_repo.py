@@ -88,7 +88,8 @@ def model_names(src: Path) -> list[str]:
 # Measured on this project's 2-core CPU (AVX512-BF16 + AMX), 1 thread per instance, ms per image (bench/RESULTS.md
 # "CPU fast path"): ResNet50@256 torch 101, onnxruntime 77, OpenVINO 14 (bf16; cosine to fp32 >= 0.99999);
 # tiny SegFormer@512 torch 227, onnxruntime 145, OpenVINO f32 181 (bf16 97 but only 99.5% of label pixels equal,
-# below the 99.9% parity bar). So: embedders prefer OpenVINO (any precision), segmenters onnxruntime in f32.
+# below the 99.9% parity bar). So: embedders prefer OpenVINO where it runs bf16 (runners.bf16_cpu; without AMX /
+# AVX512-BF16 onnxruntime, which was faster than OpenVINO f32 on both CPUs measured), segmenters onnxruntime in f32.
 PREFERRED_RUNTIME = {"segformer": "onnxruntime", "resnet50": "openvino"}
 PRECISION = {"segformer": "f32"}  # label maps need f32; embedders take OpenVINO's default (bf16 where AMX exists)
 INT8_MODELS = {"resnet50"}  # models with an INT8 variant (model.int8.onnx)
