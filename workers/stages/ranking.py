@@ -17,8 +17,8 @@ MISSING_DISTANCE = 2.0
 
 def best_per_product(hits: list, k: int) -> list:
     """The first (best) hit of each product, at most ``k``: a product indexed from several images (front, back,
-    flat...) is listed once per garment. ``hits`` are ordered best first; the search over-fetches
-    (``k * MAX_PRODUCT_IMAGES``) so k distinct products are there whenever the index holds them."""
+    flat...) is listed once per garment. ``hits`` are ordered best first; the query stage searches again with
+    room for ``MAX_PRODUCT_IMAGES`` per product when a first page holds fewer than k live products."""
     seen: set[str] = set()
     out = []
     for h in hits:
