@@ -172,6 +172,8 @@ MORE_FAULTS = [
     Fault("second worker joins + leaves every 4 s", group_churn(4), True, events=200),
 ]
 ONLY = [w.strip() for w in os.environ.get("LOOKSTREAM_FAULTS_ONLY", "").split(",") if w.strip()]
+# Runs the broker kill -9 phase this many times in one session (hunting a rare loss: ~40 s a phase).
+BROKER_REPEAT = int(os.environ.get("LOOKSTREAM_FAULTS_BROKER_REPEAT", "1"))
 
 
 class Harness:
@@ -285,7 +287,7 @@ def test_faults_lose_nothing_and_index_nothing_twice(harness):
 
 @pytest.mark.broker_crash
 def test_broker_crash_loses_nothing(harness):
-    harness.run(BROKER_FAULTS)
+    harness.run(BROKER_FAULTS * BROKER_REPEAT)
 
 
 def test_churn_readonly_redis_slow_milvus_and_codecs_lose_nothing(harness):
