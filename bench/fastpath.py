@@ -36,9 +36,9 @@ def render_fastpath(runs: dict, args) -> dict:
 
     rows = []
 
-    def row(what, b, a, goal="", higher=True):
+    def row(what, b, a, goal="", higher=True, nd=1):
         ratio = (a / b if higher else b / a) if (a and b) else None
-        rows.append([what, b, a, f"{ratio:.2f}x" if ratio else "-", goal])
+        rows.append([what, rep.fmt(b, nd), rep.fmt(a, nd), f"{ratio:.2f}x" if ratio else "-", goal])
 
     for m, unit in (("resnet50", "crops/s"), ("segformer", "images/s")):
         key = "crops_per_s" if m == "resnet50" else "images_per_s"
@@ -46,7 +46,7 @@ def render_fastpath(runs: dict, args) -> dict:
             ingest("after")["models"][m][key], ">= 2x (embedder)" if m == "resnet50" else "")
     row("ingest end to end, images/s", ingest("before")["ingest"]["images_per_s"],
         ingest("after")["ingest"]["images_per_s"])
-    row("ingest / bottleneck model alone", ingest("before")["ratio"], ingest("after")["ratio"], ">= 0.8")
+    row("ingest / bottleneck model alone", ingest("before")["ratio"], ingest("after")["ratio"], ">= 0.8", nd=2)
     for c in sorted({r["clients"] for r in runs["after"]["results"]["query"]["levels"]}):
         lb, la = level("before", c), level("after", c)
         row(f"look p50 ms, {c} client(s)", lb and lb["p50_ms"], la and la["p50_ms"],
