@@ -61,6 +61,9 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
     r.add_argument("--segmenter", default="segformer", help="Triton model name of the segmenter (default segformer)")
     r.add_argument("--embedder", default="resnet50", help="Triton model name of the embedder (default resnet50)")
     r.add_argument("--look-clients", dest="rel_clients", type=int, default=4, help="concurrent LookClients (default 4)")
+    r.add_argument("--variant", default="",
+                   help="a tag for this model variant (e.g. '6000 steps'): its own RESULTS section and variants row, "
+                        "not the row of another run with the same model names")
     r.add_argument("--int8-reference", action="store_true",
                    help="also score the embedder's dynamic INT8 ONNX graph in-process on the same crops (its recall cost)")
     return ap

@@ -318,7 +318,7 @@ def run(b) -> dict:
     load = meter.done()
     out = {"dataset": {"products": len(gt.products), "shop_images": n_images, "looks": len(gt.looks),
                        "truth_garments": pipe["overall"]["garments"], "render_seed": a.render_seed,
-                       "look_seed": a.look_seed, "colour_mode": a.colour_mode,
+                       "look_seed": a.look_seed, "colour_mode": a.colour_mode, "variant": a.variant,
                        "distractors": sum(1 for p in gt.products if p.sibling_of)},
            "models": {"segmenter": a.segmenter, "embedder": a.embedder, "dim": rr["dim"],
                       "weights": b.weights.detail},

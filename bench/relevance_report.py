@@ -56,7 +56,7 @@ def report(b, out: dict, load: dict) -> None:
                      ("relevance: garment rules on the same label maps", rhead, rrows))
     ctx = b.ctx(load)
     # garment colours other than the default family ones: their own section and variant row (another ground truth)
-    colours = "" if d["colour_mode"] == "family" else f", colours {d['colour_mode']}"
+    colours = _tag(d)
     ctx["variant"] = f"segmenter {m['segmenter']} + embedder {m['embedder']} ({m['dim']}-d){colours}"
     body = (
         f"Models: segmenter `{m['segmenter']}`, embedder `{m['embedder']}` ({m['dim']}-d); {m['weights']}.\n\n"
@@ -88,7 +88,8 @@ def report(b, out: dict, load: dict) -> None:
         "default is the one the pipeline ran:\n\n" + rep.md_table(rhead, rrows) +
         f"\n\nTotal {out['wall_s']:.0f} s.")
     name = "relevance-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{m['segmenter']}-{m['embedder']}-{b.weights.origin}"
-                                 + ("" if d["colour_mode"] == "family" else f"-colours_{d['colour_mode']}"))
+                                 + ("" if d["colour_mode"] == "family" else f"-colours_{d['colour_mode']}")
+                                 + (f"-{d['variant']}" if d.get("variant") else ""))
     if b.a.quick:  # machinery runs (tests) never touch the committed results
         jp = rep.write_json(name + "-quick", {"context": ctx, **out})
         print(f"\n[{rep.context_line(ctx)}]\nwrote {jp} (--quick: bench/RESULTS.md left alone)\n")
@@ -106,6 +107,12 @@ VARIANT_HEAD = ["models (segmenter + embedder)", "weights", "products / looks", 
                 "fidelity R@10 (pts)", "date"]
 
 
+def _tag(d: dict) -> str:
+    """What tells this run's models and ground truth from the default ones, for titles and variant labels."""
+    return (("" if d["colour_mode"] == "family" else f", colours {d['colour_mode']}")
+            + (f", {d['variant']}" if d.get("variant") else ""))
+
+
 def update_variants(name: str, ctx: dict, out: dict, suffix: str = "") -> None:
     """The model-variants table in bench/RESULTS.md: one row per variant, kept across runs (rows live in the file)."""
     text = rep.RESULTS.read_text() if rep.RESULTS.exists() else rep.RESULTS_HEAD
@@ -113,7 +120,7 @@ def update_variants(name: str, ctx: dict, out: dict, suffix: str = "") -> None:
     rows = dict(re.findall(r"<!-- variant (\S+) (\[.*?\]) -->", text))
     p, r, m, d = out["pipeline"]["overall"], out["reference"]["overall"], out["models"], out["dataset"]
     sem = list(out["semantic_iou"].values())
-    colours = "" if d["colour_mode"] == "family" else f", colours {d['colour_mode']}"
+    colours = _tag(d)
     rows[name] = json.dumps([f"{m['segmenter']} + {m['embedder']} ({m['dim']}-d){colours}{suffix}", ctx["weights"],
                              f"{d['products']} / {d['looks']}", _f(p["det_recall"]), _f(p["det_precision"]),
                              _f(p["box_iou"]), _f(r["mask_iou"]), _f(float(np.mean(sem)) if sem else None),

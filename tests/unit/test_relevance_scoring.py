@@ -84,3 +84,28 @@ def test_a_street_look_keeps_the_truth_of_every_visible_garment():
     assert data[:2] == b"\xff\xd8" and 40 <= info["jpeg_quality"] <= 90
     for i in range(len(worn)):
         assert (truth == GARMENT_ID0 + i).sum() > 500
+
+
+def test_variant_rows_are_kept_per_tag(tmp_path, monkeypatch):
+    """Two runs of the same model names under another --variant tag keep two rows; the same tag replaces its row."""
+    from bench import relevance_report, report
+
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "RESULTS.md")
+    overall = {"det_recall": 0.5, "det_precision": 0.5, "box_iou": 0.5, "mask_iou": 0.4, "r@1": 0.1, "r@10": 0.3,
+               "r@20": 0.4, "map@10": 0.2, "chance@10": 0.1}
+
+    def out(variant, r10):
+        return {"pipeline": {"overall": {**overall, "r@10": r10}}, "reference": {"overall": {**overall, "r@10": r10}},
+                "models": {"segmenter": "segformer", "embedder": "efficientnet_lite0", "dim": 1280},
+                "dataset": {"products": 300, "looks": 300, "colour_mode": "random", "variant": variant},
+                "semantic_iou": {"Dress": 0.2}}
+
+    ctx = {"weights": "pulled", "machine": {"date": "2026-12-02 15:00 UTC"}}
+    relevance_report.update_variants("relevance-x-3000_steps", ctx, out("3000 steps", 0.61))
+    relevance_report.update_variants("relevance-x-6000_steps", ctx, out("6000 steps", 0.72))
+    relevance_report.update_variants("relevance-x-6000_steps", ctx, out("6000 steps", 0.73))
+    text = report.RESULTS.read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| segformer")]
+    assert len(rows) == 2, rows
+    assert "colours random, 3000 steps" in rows[0] and "0.610" in rows[0]
+    assert "colours random, 6000 steps" in rows[1] and "0.730" in rows[1] and "0.720" not in text
