@@ -286,6 +286,7 @@ def test_faults_lose_nothing_and_index_nothing_twice(harness):
 
 
 @pytest.mark.broker_crash
+@pytest.mark.timeout(max(600, 300 + 150 * BROKER_REPEAT))  # the suite's 600 s cut a 10-phase hunt off at phase 6
 def test_broker_crash_loses_nothing(harness):
     harness.run(BROKER_FAULTS * BROKER_REPEAT)
 
