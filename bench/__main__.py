@@ -19,6 +19,7 @@ bench/RESULTS.md. Nothing here asserts on timings.
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -80,7 +81,7 @@ class Bench(BaselineRuns, QueryRuns, ScalingRuns):
                 "load": load, "command": self.command()}
 
     def command(self) -> str:
-        return ".venv/bin/python -m bench " + " ".join(sys.argv[1:])
+        return ".venv/bin/python -m bench " + shlex.join(sys.argv[1:])
 
     def meter(self) -> h.LoadMeter:
         return h.LoadMeter(self.stack.own_pids if self.stack else (lambda: set()))

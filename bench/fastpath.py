@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 from bench import report as rep
@@ -72,7 +73,7 @@ def render_fastpath(runs: dict, args) -> dict:
             + rep.md_table(head, rows)
             + f"\n\nbefore: {rep.context_line(ctx_b)}\n\nafter: {rep.context_line(ctx_a)}")
     out = {"runs": {v: {"env": r["env"], "results": r["results"]} for v, r in runs.items()}, "rows": rows}
-    ctx = {**ctx_a, "command": ".venv/bin/python -m bench " + " ".join(sys.argv[1:])}
+    ctx = {**ctx_a, "command": ".venv/bin/python -m bench " + shlex.join(sys.argv[1:])}
     rep.write_json("fastpath", {"context": ctx, **out})
     chart = [(f"{r[0][:48]}: after/before", float(r[3][:-1]), r[3]) for r in rows if r[3] != "-"]
     rep.bar_chart("fastpath", "fastpath: after vs before (higher is better)", ctx, chart, "x (after vs before)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import shlex
 import sys
 import tempfile
 import threading
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     if set(res) >= {"lite", "server"}:
         md, text = render(res, a.rows)
         print(text[0])
-        cmd = ".venv/bin/python -m bench.store " + " ".join(sys.argv[1:] if argv is None else argv)
+        cmd = ".venv/bin/python -m bench.store " + shlex.join(sys.argv[1:] if argv is None else argv)
         ctx = {"machine": machine, "variant": "no models (store only)", "weights": "n/a", "load": load,
                "command": cmd.strip()}
         body = (

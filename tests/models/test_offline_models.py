@@ -64,7 +64,7 @@ def models_src(work) -> Path:
 @pytest.fixture(scope="module")
 def trained(models_src, data) -> dict:
     return model_repo.train_segmenter(data, models_src, ENV, steps=20, batch=2, size=TRAIN_SIZE, crop=48, lr=5e-3,
-                                      seed=0, device="cpu")
+                                      seed=0, device="cpu", logit_adjust=True)
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +96,12 @@ def test_trainer_loss_decreases_and_writes_a_version_with_provenance(trained, mo
     assert prov["training"]["steps"] == 20 and len(prov["data"]["sha256"]) == 64
     assert prov["data"] == {**prov["data"], "train_images": 10, "val_images": 2}
     assert 0.0 <= prov["validation"]["garment_miou"] <= 1.0 and "Background" in prov["validation"]["iou"]
+    # the logit adjustment: chosen on the validation split, folded into the saved classifier bias (the reported
+    # validation mIoU is the folded model's, so it equals the score its tau had as an offset)
+    adj = prov["logit_adjustment"]
+    assert adj["applied"] is True and adj["tau"] == adj["best_tau"], adj
+    assert adj["val_miou"][str(adj["tau"])] == max(adj["val_miou"].values()), adj
+    assert abs(prov["validation"]["garment_miou"] - adj["val_miou"][str(adj["tau"])]) < 1e-3, (prov["validation"], adj)
     assert (models_src / "segformer" / "2" / "model.py").resolve() == (models_src / "segformer" / "1" / "model.py").resolve()
     assert (models_src / "segformer" / "1" / "weights" / "lookstream.json").is_file()  # version 1 kept
     summary = model_repo.provenance_summary(model_repo.weights_provenance(models_src))

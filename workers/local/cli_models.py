@@ -90,7 +90,7 @@ def cmd_train(a) -> int:
     else:
         info = model_repo.train_segmenter(Path(a.data), MODELS_SRC, steps=a.steps, batch=a.batch, size=a.size,
                                           crop=a.crop, lr=a.lr, seed=a.seed, init=a.init, device=a.device,
-                                          quiet=False)
+                                          logit_adjust=a.logit_adjust, quiet=False)
     val = info.get("validation", {})
     print(f"segformer version {info.get('version')} written ({info.get('path')}); validation garment mIoU "
           f"{val.get('garment_miou')}; Triton serves the highest version at the next `stack up`")

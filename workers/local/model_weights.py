@@ -145,14 +145,14 @@ def _run_trainer(args: list[str], env_path: Path, quiet: bool) -> dict:
 def train_segmenter(data: Path, repo_src: Path = MODELS_SRC, env_path: Path | None = None, *, steps: int | None = None,
                     batch: int | None = None, size: int | None = None, crop: int | None = None,
                     lr: float | None = None, seed: int | None = None, init: str | None = None, device: str = "auto",
-                    quiet: bool = True) -> dict:
+                    logit_adjust: bool = False, quiet: bool = True) -> dict:
     """Fine-tune SegFormer on DATA (images/ + labels/) and write it as the next segformer version."""
     args = ["train", str(Path(data).absolute()), "--repo", str(Path(repo_src).absolute()), "--device", device]
     for flag, value in (("steps", steps), ("batch", batch), ("size", size), ("crop", crop), ("lr", lr),
                         ("seed", seed), ("init", init)):
         if value is not None:
             args += [f"--{flag}", str(value)]
-    return _run_trainer(args, Path(env_path or default_env_path()), quiet)
+    return _run_trainer(args + (["--logit-adjust"] if logit_adjust else []), Path(env_path or default_env_path()), quiet)
 
 
 def default_segmenter(repo_src: Path = MODELS_SRC, env_path: Path | None = None, *, device: str = "auto",
