@@ -15,7 +15,7 @@ from workers.runtime.settings import MAX_RECORD_BYTES
 
 
 def explain_lost(settings, event_ids: list[str], timeout_s: float = 60) -> str:
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer, TopicPartition
 
     names = [settings.topic_products, settings.topic_garments, settings.topic_indexed,
              topics.dlq(settings.topic_products), topics.dlq(settings.topic_garments)]
@@ -44,18 +44,18 @@ def explain_lost(settings, event_ids: list[str], timeout_s: float = 60) -> str:
             f"{tp.topic}[{tp.partition}] {starts[tp]}..{consumer.position(tp)}" for tp in tps))
     finally:
         consumer.close()
-    admin = KafkaAdminClient(**conf)
-    try:
-        for kind in ("segmentation", "embedding"):
-            group = f"{settings.group_id_prefix}-{kind}"
-            try:
-                committed = admin.list_consumer_group_offsets(group)
-                lines.append(f"committed {group}: " + ", ".join(
-                    f"{tp.topic}[{tp.partition}] {om.offset}" for tp, om in sorted(committed.items())))
-            except Exception as e:  # noqa: BLE001 - forensics report what they can
-                lines.append(f"committed {group}: unreadable ({type(e).__name__}: {e})")
-    finally:
-        admin.close()
+    # what each stage's group has committed on its input (a consumer with the group id asks; it joins nothing)
+    for kind, topic in (("segmentation", settings.topic_products), ("embedding", settings.topic_garments)):
+        group = f"{settings.group_id_prefix}-{kind}"
+        reader = KafkaConsumer(**conf, group_id=group, enable_auto_commit=False)
+        try:
+            parts = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+            lines.append(f"committed {group} on {topic}: " + ", ".join(
+                f"[{tp.partition}] {reader.committed(tp)}" for tp in parts))
+        except Exception as e:  # noqa: BLE001 - forensics report what they can
+            lines.append(f"committed {group}: unreadable ({type(e).__name__}: {e})")
+        finally:
+            reader.close()
     for e in event_ids:
         lines.append(f"event {e}: " + (", ".join(found[e]) or "on no topic (the broker lost the product record)"))
     return "\n".join(lines)
