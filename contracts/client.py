@@ -36,6 +36,9 @@ log = logging.getLogger("lookstream.client")
 # Every producer of lookstream (SDK and workers): acknowledged by all in-sync replicas, no duplicates from its own
 # retries, records up to the inline-image bound. Callers add only what differs (linger, timeouts).
 RELIABLE_PRODUCER = {"acks": "all", "enable_idempotence": True, "max_request_size": MAX_RECORD_BYTES}
+# For a broker whose idempotent producer is broken (LOOKSTREAM_PRODUCER_IDEMPOTENCE=false): retries may duplicate,
+# one request in flight keeps each partition's order.
+AT_LEAST_ONCE_PRODUCER = {"enable_idempotence": False, "max_in_flight_requests_per_connection": 1}
 
 
 def _kafka_conf(bootstrap_servers: str | list[str], **extra) -> dict:
@@ -154,14 +157,14 @@ class TopicTail:
 class LookClient:
     def __init__(self, bootstrap_servers: str | list[str], tenant: str, *, reply_to: str | None = None,
                  request_topic: str = topics.LOOK_REQUESTS, reply_fetch_max_wait_ms: int = REPLY_FETCH_MAX_WAIT_MS,
-                 **kafka: Any):
+                 producer: dict | None = None, **kafka: Any):
         from kafka import KafkaProducer
 
         self.tenant = tenant
         self.request_topic = request_topic
         self.reply_to = reply_to or f"{topics.LOOK_REPLIES_PREFIX}.{tenant}"
         conf = _kafka_conf(bootstrap_servers, **kafka)
-        self.producer = KafkaProducer(**{**conf, **RELIABLE_PRODUCER, "linger_ms": 0})
+        self.producer = KafkaProducer(**{**conf, **RELIABLE_PRODUCER, "linger_ms": 0, **(producer or {})})
         self._waiting: dict[str, Future] = {}
         self._lock = threading.Lock()
         self.tail = TopicTail(conf, [self.reply_to], self._on_reply, fetch_max_wait_ms=reply_fetch_max_wait_ms)

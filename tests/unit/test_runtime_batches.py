@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 
-from kafka.errors import CommitFailedError
+import pytest
+from kafka.errors import CommitFailedError, KafkaConnectionError, UnsupportedVersionError
 from support.runtime_fakes import (
     FakeStage, IN, OUT, TP0, TP1, dead_letters, kinds, make, produced_ids, product, rec, run_bounded,
 )
+from support.waits import wait_for
 
 from workers.runtime import metrics as m
 from workers.runtime.errors import PoisonError
@@ -183,6 +186,40 @@ def test_commit_failed_error_is_tolerated():
     assert consumer.commits == [{TP0: 2}]  # the first commit was rejected, the second went through
     assert kinds(log).count("commit") == 2
     assert w.batches == 2
+
+
+def test_commit_to_an_unreachable_broker_never_crashes_and_is_carried_by_the_next():
+    """A broker kill -9 between produce and commit raised out of the loop and killed the worker (its partitions
+    then sat unread): the offsets are kept and go with the next commit."""
+    w, consumer, producer, stage, log = make([[rec(0, product("a")), rec(4, product("x"), partition=1)],
+                                              [rec(1, product("b"))]])
+    consumer.commit_errors = [KafkaConnectionError("111 ECONNREFUSED")]
+    run_bounded(w)
+    assert stage.calls == [["a"], ["b"], ["x"]] or stage.calls == [["a", "x"], ["b"]]
+    assert consumer.commits == [{TP0: 2, TP1: 5}]  # partition 1's offset from the failed commit went along
+    assert w.committer.pending == {}
+
+
+def test_an_idle_worker_commits_what_an_outage_left_pending():
+    """No further batch may come to carry the kept offsets: an idle poll retries them (at most once a second)."""
+    w, consumer, producer, stage, log = make([[rec(0, product("a"))]])
+    consumer.commit_errors = [KafkaConnectionError("111 ECONNREFUSED")]
+    consumer.on_empty = None  # keep polling an empty topic instead of stopping
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: consumer.commits, 5, "the pending commit retried while idle")
+    finally:
+        w.stop()
+        t.join(5)
+    assert consumer.commits == [{TP0: 1}]
+
+
+def test_a_commit_error_that_is_not_an_outage_still_surfaces():
+    w, consumer, producer, stage, log = make([])
+    consumer.commit_errors = [UnsupportedVersionError("a client/broker mismatch, not an outage")]
+    with pytest.raises(UnsupportedVersionError):
+        w.committer.commit_offsets({TP0: 1})
 
 
 def test_lag_gauge_from_highwater_and_position():

@@ -195,3 +195,14 @@ def test_kafka_client_kwargs_are_the_common_settings_without_servers():
                  sasl_username="u", sasl_password="p")
     assert s.kafka_client_kwargs() == {k: v for k, v in s.kafka_common().items() if k != "bootstrap_servers"}
     assert "bootstrap_servers" not in s.kafka_client_kwargs() and s.kafka_client_kwargs()["sasl_plain_password"] == "p"
+
+
+def test_producers_are_idempotent_unless_the_broker_needs_at_least_once(monkeypatch):
+    from workers.runtime.kafka_io import producer_conf
+
+    on = producer_conf(settings())
+    assert on["enable_idempotence"] is True and on["acks"] == "all"
+    monkeypatch.setenv("LOOKSTREAM_PRODUCER_IDEMPOTENCE", "false")
+    off = producer_conf(settings())
+    assert off["enable_idempotence"] is False and off["acks"] == "all"
+    assert off["max_in_flight_requests_per_connection"] == 1  # retries may duplicate, never reorder

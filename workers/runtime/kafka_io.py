@@ -9,14 +9,14 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from contracts import topics as t
-from contracts.client import RELIABLE_PRODUCER
+from contracts.client import AT_LEAST_ONCE_PRODUCER, RELIABLE_PRODUCER
 
 from workers.runtime.settings import MAX_RECORD_BYTES, Settings
 
 log = logging.getLogger(__name__)
 
 
-def make_producer(s: Settings, **overrides) -> KafkaProducer:
+def producer_conf(s: Settings, **overrides) -> dict:
     conf = dict(
         **s.kafka_common(),
         **RELIABLE_PRODUCER,
@@ -27,8 +27,14 @@ def make_producer(s: Settings, **overrides) -> KafkaProducer:
         # send() waits this long for a topic's metadata; then the worker asks whether the topic exists at all
         max_block_ms=15_000,
     )
+    if not s.producer_idempotence:
+        conf.update(AT_LEAST_ONCE_PRODUCER)
     conf.update(overrides)
-    return KafkaProducer(**conf)
+    return conf
+
+
+def make_producer(s: Settings, **overrides) -> KafkaProducer:
+    return KafkaProducer(**producer_conf(s, **overrides))
 
 
 def make_consumer(s: Settings, group_id: str | None, topics: list[str], **overrides) -> KafkaConsumer:

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     # hop on Tansu (a record arriving meanwhile waits for the timeout); 20 ms: ~8 ms p50. A look's queueing +
     # delivery went from 259 to 25 ms (bench/RESULTS.md, fastpath).
     fetch_max_wait_ms: int = Field(20, ge=1, le=500)
+    # Off only for a broker whose idempotent producer loses records: Tansu 0.6.0 on S3, after kill -9, answers a
+    # retried batch it never stored as already written (bench/broker_acks.py). Off = at-least-once, one request in
+    # flight per connection (order kept); the pipeline's keyed, idempotent writes absorb the duplicates.
+    producer_idempotence: bool = Field(True, description="idempotent producers (off: at-least-once, see bench/broker_acks.py)")
     item_attempts: int = Field(3, ge=1, description="tries for an item whose error may be transient, then DLQ")
     batch_retry_budget_s: float = Field(
         60.0, gt=0, description="time the item-by-item retry of one batch may take; kept below max_poll_interval_ms")

@@ -87,6 +87,8 @@ class Worker(Generic[T]):
                 self._update_lag()
                 if records:
                     self.handle_batch(records)
+                else:
+                    self.committer.retry_pending()
         finally:
             self.close()
 
