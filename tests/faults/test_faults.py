@@ -166,7 +166,7 @@ FAULTS = [
 ]
 # Lost an event in ~1 of 10 runs until 2026-12-02: a commit to the dead broker crashed the worker (fixed in
 # workers/runtime/commit.py) and Tansu's idempotent producer lost acked records (the suite runs at-least-once:
-# bench/broker_acks.py). 12 of 12 after the fixes; out of the default run until more agree (README Tests).
+# bench/broker_acks.py). 24 of 24 after the fixes; out of the default run until more agree (README Tests).
 BROKER_FAULTS = [Fault("broker kill -9 + restart (S3 storage)", broker_restart, True)]
 MORE_FAULTS = [
     Fault("redis read-only (replica of a dead master) 30 s", redis_read_only(30), False),
