@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from kafka.errors import (CommitFailedError, IllegalGenerationError, KafkaConnectionError, KafkaError,
-                          KafkaTimeoutError, RebalanceInProgressError, UnknownMemberIdError)
+from kafka.errors import (CommitFailedError, IllegalGenerationError, KafkaError, RebalanceInProgressError,
+                          UnknownMemberIdError)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from workers.runtime.records import Record, coords
@@ -46,7 +46,10 @@ class Committer:
             self.consumer.seek(tp, offset)
 
     def commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
-        offsets = {tp: max(off, self.pending.get(tp, off)) for tp, off in {**self.pending, **offsets}.items()}
+        if self.pending:  # kept from an outage: still ours, and never behind what this batch commits
+            owned = self.consumer.assignment()
+            offsets = {**{tp: off for tp, off in self.pending.items() if tp in owned},
+                       **{tp: max(off, self.pending.get(tp, off)) for tp, off in offsets.items()}}
         if not offsets:
             return
         self._last_try = time.monotonic()
@@ -62,7 +65,7 @@ class Committer:
             # The broker went away between produce and commit (kill -9 of the broker: this crashed the worker and
             # left its partitions unread). The outputs are acknowledged, so keep the offsets and commit them later;
             # if no commit succeeds before a rebalance, the records replay (at-least-once, idempotent sinks).
-            if not (isinstance(e, (KafkaConnectionError, KafkaTimeoutError)) or getattr(e, "retriable", False)):
+            if not e.retriable:  # connection loss, timeouts, coordinator moving: an outage, not a bug
                 raise
             self.pending = offsets
             log.warning("%s: commit failed, broker unreachable (%s); %d partition offsets kept for the next commit",
