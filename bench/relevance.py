@@ -36,7 +36,7 @@ from PIL import Image
 from bench import harness as h
 from bench.relevance_data import GroundTruth, generate
 from bench.relevance_report import report
-from bench.relevance_score import TOP_K, Pred, score, semantic_iou, strategy_shares
+from bench.relevance_score import TOP_K, Pred, score, semantic_iou, strategy_shares, twins
 from contracts.models import IndexedEvent
 from workers.media.garments import GarmentRules, as_indexed, extract_garments, letterbox, unletterbox
 from workers.stages.ranking import best_per_product
@@ -296,7 +296,9 @@ def run(b) -> dict:
     log(f"  pipeline: asking {len(gt.looks)} street looks ({a.rel_clients} clients)")
     replies, ask_wall = ask_looks(ns, gt, a.rel_clients)
     ns.stop_all()
-    pipe = score(gt, gt.looks, [reply_preds(r) for r in replies])
+    pipe_preds = [reply_preds(r) for r in replies]
+    pipe = score(gt, gt.looks, pipe_preds)
+    twin_shares = twins(gt, gt.looks, pipe_preds)
     shares = strategy_shares(gt, gt.looks, replies)
     statuses = {}
     for r in replies:
@@ -324,7 +326,7 @@ def run(b) -> dict:
                       "weights": b.weights.detail},
            "ingest": ing, "ask_wall_s": ask_wall, "reply_status": statuses, "pipeline": pipe, "reference": refs,
            "reference_int8": int8,
-           "semantic_iou": sem, "strategies": shares, "rules": sweep, "rank_agreement": agree,
+           "semantic_iou": sem, "strategies": shares, "twins": twin_shares, "rules": sweep, "rank_agreement": agree,
            "reference_notes": ref.notes, "wall_s": time.monotonic() - t_start}
     for d in (out["pipeline"], out["reference"]):
         d.pop("ranks")

@@ -45,6 +45,8 @@ def report(b, out: dict, load: dict) -> None:
                    f"{100 * (q8['overall']['map@10'] - refs['overall']['map@10']):+.1f}", "-", "-"]]
     shead = ["strategy", "top-3", "top-5", "top-10", "top-20"]
     srows = [[s, *[_f(v[k]) for k in (3, 5, 10, 20)]] for s, v in out["strategies"].items()]
+    thead = ["hard distractor", "garments", "product or twin listed", "product ranked above its twin"]
+    trows = [[kind, str(v["garments"]), str(v["listed"]), _f(v["ahead_share"])] for kind, v in out["twins"].items()]
     rhead = ["garment rules", "mean box IoU", "det recall", "det precision", "garments / look", "true / look"]
     rrows = [[r["rules"], _f(r["box_iou"]), _f(r["det_recall"]), _f(r["det_precision"]),
               _f(r["garments_per_look"], 2), _f(r["true_garments_per_look"], 2)] for r in out["rules"]]
@@ -53,6 +55,7 @@ def report(b, out: dict, load: dict) -> None:
     rep.print_tables(("relevance: per garment label (pipeline; mask IoU from the in-process label maps)", head, rows),
                      ("relevance: pipeline fidelity", fhead, frows),
                      ("relevance: ranking strategies (share of a look's products in its top k)", shead, srows),
+                     ("relevance: hard distractors (the embedder alone)", thead, trows),
                      ("relevance: garment rules on the same label maps", rhead, rrows))
     ctx = b.ctx(load)
     # garment colours other than the default family ones: their own section and variant row (another ground truth)
@@ -84,6 +87,10 @@ def report(b, out: dict, load: dict) -> None:
         + rep.md_table(fhead, frows) +
         "\n\nRanking strategies (workers/stages/ranking.py on the replies' per-garment matches): mean share of a look's "
         "products in the first k of the ranking:\n\n" + rep.md_table(shead, srows) +
+        "\n\nHard distractors (the embedder alone): of the truth garments whose product has a twin (`colour`: same "
+        "shape and pattern in another shade; `pattern`: same shape and colours, another pattern) and whose matches "
+        "list the product or the twin, the share that rank the product above its twin:\n\n"
+        + rep.md_table(thead, trows) +
         "\n\nGarment rules (workers/media/garments.py), each applied to the same in-process label maps of the looks; the "
         "default is the one the pipeline ran:\n\n" + rep.md_table(rhead, rrows) +
         f"\n\nTotal {out['wall_s']:.0f} s.")

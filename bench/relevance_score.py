@@ -148,6 +148,37 @@ def score(gt: GroundTruth, looks: list[dict], preds_per_look: list[list[Pred]], 
             "true_garments_per_look": float(np.mean(garments_true)) if garments_true else 0.0}
 
 
+def twins(gt: GroundTruth, looks: list[dict], preds_per_look: list[list[Pred]]) -> dict[str, dict]:
+    """Hard distractors, per kind ("colour": another shade; "pattern": same colours, another pattern): of the truth
+    garments whose product has such a twin and whose matches list the product or its twin, the share that rank the
+    product first. This is the embedder's discrimination alone (detection is left out), where random conv features,
+    which keep colour, should beat pretrained ones on shades and lose on patterns."""
+    twin = {}
+    for p in gt.products:
+        if p.sibling_of:
+            twin[p.product_id] = (p.sibling_of, p.distractor)
+            twin[p.sibling_of] = (p.product_id, p.distractor)
+    out: dict[str, dict] = {}
+    for look, preds in zip(looks, preds_per_look):
+        truths = look_truth(gt, look)
+        for t, (p, _iou) in zip(truths, match(truths, preds)):
+            if t.product_id not in twin:
+                continue
+            other, kind = twin[t.product_id]
+            tl = out.setdefault(kind, {"garments": 0, "listed": 0, "ahead": 0})
+            tl["garments"] += 1
+            ranked = p.products if p is not None else []
+            mine = ranked.index(t.product_id) if t.product_id in ranked else None
+            theirs = ranked.index(other) if other in ranked else None
+            if mine is None and theirs is None:
+                continue
+            tl["listed"] += 1
+            tl["ahead"] += mine is not None and (theirs is None or mine < theirs)
+    for tl in out.values():
+        tl["ahead_share"] = tl["ahead"] / tl["listed"] if tl["listed"] else None
+    return dict(sorted(out.items()))
+
+
 def strategy_shares(gt: GroundTruth, looks: list[dict], replies: list) -> dict:
     """Per strategy: the mean share of a look's products found in the top k of its ranking."""
     from contracts.models import GarmentMatches  # noqa: F401 - replies carry them

@@ -24,9 +24,11 @@ init, device, time, the logit adjustment) and links to version 1's ``model.py``.
 the logit adjustment (modeltools/logit_adjust.py) that undoes the class weights' pull towards rare labels, chosen on
 the validation split and folded into the classifier's bias. Off by default: on the relevance benchmark it raised
 pixel IoU 0.634 -> 0.691 but lowered garment detection recall 0.900 -> 0.881 and R@10 0.765 -> 0.745 (smaller masks,
-small garments' boxes under IoU 0.5; bench/RESULTS.md). The scores of every tau are recorded either way.
+small garments' boxes under IoU 0.5; bench/RESULTS.md). The scores of every tau are recorded either way, and
+``adjust`` folds them into a version already trained without it (a new version; no retraining).
 
     python modeltools/train_segmenter.py train DATA --repo triton_models [--steps 1500] [--init tiny|DIR|HF_ID]
+    python modeltools/train_segmenter.py adjust DATA --repo triton_models --version N  # + logit adjustment
     python modeltools/train_segmenter.py render OUT --n 1200 --seed 0       # the rendered set (modeltools/segdata.py)
     python modeltools/train_segmenter.py default --repo triton_models       # rendered set + train, cached
 """
@@ -310,6 +312,42 @@ def fold_logit_adjustment(model, xv: np.ndarray, yv: np.ndarray, weights: np.nda
             "chosen_on": "validation garment mIoU", "val_miou": {str(t): round(v, 4) for t, v in scores.items()}}
 
 
+def adjust(data: Path, repo: Path, version: int, device: str = "auto") -> dict:
+    """``train --logit-adjust``'s last step for a version trained without it: the tau chosen on the validation split
+    of the data it was trained on, folded into its classifier bias, written as a new version (no retraining)."""
+    import torch
+    from transformers import SegformerForSemanticSegmentation
+
+    src = Path(repo) / "segformer" / str(version) / "weights"
+    if not (src / PROVENANCE).is_file():
+        raise SystemExit(f"{src}/{PROVENANCE} not found: segformer version {version} has no weights in {repo}")
+    info = json.loads((src / PROVENANCE).read_text())
+    if not info.get("trained"):
+        raise SystemExit(f"segformer version {version} was not trained here (no class weights to undo)")
+    if (info.get("logit_adjustment") or {}).get("applied"):
+        raise SystemExit(f"segformer version {version} already holds a logit adjustment (tau "
+                         f"{info['logit_adjustment']['tau']})")
+    pairs = find_pairs(data)
+    if data_hash(pairs) != info["data"]["sha256"]:
+        raise SystemExit(f"{data} is not the data segformer version {version} was trained on (sha256 "
+                         f"{info['data']['sha256'][:12]}): its class weights and validation split come from that data")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    train_pairs, val_pairs = split(data, pairs)
+    _, yt = load_set(train_pairs, info["input_size"])
+    xv, yv = load_set(val_pairs, info["input_size"])
+    model = SegformerForSemanticSegmentation.from_pretrained(src).to(dev)
+    adj = fold_logit_adjustment(model, xv, yv, logit_adjust.class_weights(yt, len(LABELS), IGNORE), dev)
+    ious = iou_per_label(predict(model, xv, dev), yv)
+    log(f"version {version} + logit adjustment tau {adj['tau']}: validation garment mIoU "
+        f"{info['validation']['garment_miou']} -> {garment_miou(ious):.4f}")
+    model.to("cpu")
+    keep = {k: v for k, v in info.items() if k not in ("version", "path")}
+    return install(repo, model=model, info={
+        **keep, "logit_adjustment": adj, "adjusted_from": {"version": version, "validation": info["validation"]},
+        "validation": {"garment_miou": round(garment_miou(ious), 4), "iou": {k: round(v, 4) for k, v in ious.items()}},
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()})
+
+
 def _save(model, info: dict, dst: Path) -> None:
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -416,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     t.add_argument("--logit-adjust", action="store_true",
                    help="fold the validation-chosen logit adjustment into the classifier (pixel IoU up, detection down)")
+    j = sub.add_parser("adjust", help="fold the logit adjustment into a version trained on DATA, as a new version")
+    j.add_argument("data", type=Path)
+    j.add_argument("--repo", type=Path, required=True)
+    j.add_argument("--version", type=int, required=True)
+    j.add_argument("--device", default="auto")
     r = sub.add_parser("render", help="write the rendered training set")
     r.add_argument("out", type=Path)
     r.add_argument("--n", type=int, default=DEFAULT["n_images"])
@@ -431,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "train":
         info = train(a.data, a.repo, steps=a.steps, batch=a.batch, crop=a.crop, size=a.size, lr=a.lr, seed=a.seed,
                      init=a.init, device=a.device, adjust_logits=a.logit_adjust)
+    elif a.cmd == "adjust":
+        info = adjust(a.data, a.repo, a.version, a.device)
     elif a.cmd == "render":
         render_set(a.out, a.n, a.seed)
         info = {"rendered": a.n, "out": str(a.out)}

@@ -172,6 +172,47 @@ def test_trainer_rejects_bad_label_maps_with_a_clear_error(tmp_path, data, model
     assert model_repo.versions(models_src, "segformer")[-1] <= 2  # nothing written by a failed run
 
 
+WEIGHTS_DIFF = """
+import json, sys
+from transformers import SegformerForSemanticSegmentation as S
+a, b = (S.from_pretrained(p).state_dict() for p in sys.argv[1:3])
+print(json.dumps(sorted(k for k in a if not (a[k] == b[k]).all())))
+"""
+
+
+def test_adjust_folds_the_logit_adjustment_into_a_trained_version_as_a_new_one(tmp_path, data, models_src):
+    """`train segmenter DATA --adjust N`: version N untouched, N+1 = N with the chosen tau in the classifier bias."""
+    repo = Path(shutil.copytree(models_src, tmp_path / "repo", symlinks=True))
+    plain = model_repo.train_segmenter(data, repo, ENV, steps=4, batch=2, size=TRAIN_SIZE, crop=48, lr=5e-3, seed=1,
+                                       device="cpu")
+    n = plain["version"]
+    adjusted = model_repo.adjust_segmenter(data, n, repo, ENV, device="cpu")
+    assert adjusted["version"] == n + 1 and model_repo.served_version(repo, "segformer") == n + 1
+    before = json.loads((repo / "segformer" / str(n) / "weights" / "lookstream.json").read_text())
+    after = json.loads((repo / "segformer" / str(n + 1) / "weights" / "lookstream.json").read_text())
+    adj = after["logit_adjustment"]
+    assert before["logit_adjustment"]["applied"] is False and adj["applied"] is True
+    assert adj["val_miou"] == before["logit_adjustment"]["val_miou"]  # the same validation split and class weights
+    assert after["adjusted_from"] == {"version": n, "validation": before["validation"]}
+    assert after["data"] == before["data"] and after["training"] == before["training"]
+    assert abs(after["validation"]["garment_miou"] - adj["val_miou"][str(adj["tau"])]) < 1e-3, (after, adj)
+    # the saved weights differ from version N in the classifier bias only (by the offset of the chosen tau)
+    diff = subprocess.run([str(model_repo.env_python(ENV)), "-c", WEIGHTS_DIFF, str(repo / "segformer" / str(n) / "weights"),
+                           str(repo / "segformer" / str(n + 1) / "weights")],
+                          check=True, capture_output=True, text=True, timeout=300)
+    changed = json.loads(diff.stdout)
+    assert changed == (["decode_head.classifier.bias"] if adj["tau"] != 0 else []), (changed, adj)
+    with pytest.raises(model_repo.WeightsToolError, match="already holds a logit adjustment"):
+        model_repo.adjust_segmenter(data, n + 1, repo, ENV, device="cpu")
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    (other / "labels" / "r00003.png").unlink()
+    (other / "images" / "r00003.jpg").unlink()
+    with pytest.raises(model_repo.WeightsToolError, match="is not the data segformer version"):
+        model_repo.adjust_segmenter(other, n, repo, ENV, device="cpu")
+    assert model_repo.versions(repo, "segformer")[-1] == n + 1  # nothing written by a refused run
+
+
 def test_efficientnet_int8_reference_exports_checked_onnx_graphs(models_src, data, tmp_path):
     """`bench relevance --int8-reference`'s embedder: the served graph exported to ONNX (parity-checked against torch
     at export), dynamically quantised, run by onnxruntime in-process; the same 1280-d unit vectors' layout."""

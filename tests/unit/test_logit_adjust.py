@@ -48,3 +48,13 @@ def test_choose_tau_keeps_the_smaller_shift_on_a_tie():
     y = np.zeros((2, 4, 4), np.uint8)
     tau, scores = la.choose_tau(lambda off: y, y, np.array([1.0, 2.0]), lambda p, t: 1.0)
     assert tau == 0.0 and len(set(scores.values())) == 1
+
+
+def test_train_cli_refuses_adjust_without_its_data(capsys):
+    """`--adjust VERSION` needs the data VERSION was trained on (class weights, validation split), not --default."""
+    from workers.local import cli
+
+    assert cli.main(["train", "segmenter", "--default", "--adjust", "2"]) == 2
+    assert "--adjust VERSION takes DATA" in capsys.readouterr().err
+    assert cli.main(["train", "segmenter", "--adjust", "2"]) == 2
+    assert "needs DATA" in capsys.readouterr().err

@@ -109,3 +109,18 @@ def test_variant_rows_are_kept_per_tag(tmp_path, monkeypatch):
     assert len(rows) == 2, rows
     assert "colours random, 3000 steps" in rows[0] and "0.610" in rows[0]
     assert "colours random, 6000 steps" in rows[1] and "0.730" in rows[1] and "0.720" not in text
+
+
+def test_twins_count_who_ranks_first_per_distractor_kind():
+    """A product ranked above its twin counts; its twin alone listed does not; neither listed is left out."""
+    gt = _GT()
+    gt.products = [SimpleNamespace(product_id=p, label="Upper-clothes", sibling_of=s, distractor=k)
+                   for p, s, k in (("t3", "", ""), ("t9", "t3", "colour"), ("t7", "", ""), ("t8", "t7", "pattern"))]
+    gt.products += [SimpleNamespace(product_id="h1", label="Hat", sibling_of="", distractor="")]
+    preds = [[R.Pred("Upper-clothes", (10, 10, 30, 30), ["t1", "t3", "t9"])],  # t3 above its twin t9
+             [R.Pred("Upper-clothes", (20, 20, 40, 40), ["t8", "t0"])]]        # only t7's twin t8 is listed
+    tw = R.twins(gt, gt.looks, preds)
+    assert tw["colour"] == {"garments": 1, "listed": 1, "ahead": 1, "ahead_share": 1.0}
+    assert tw["pattern"] == {"garments": 1, "listed": 1, "ahead": 0, "ahead_share": 0.0}
+    none = R.twins(gt, gt.looks, [[], [R.Pred("Upper-clothes", (20, 20, 40, 40), ["t0"])]])
+    assert none["colour"]["listed"] == 0 and none["colour"]["ahead_share"] is None and none["pattern"]["listed"] == 0

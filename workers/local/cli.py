@@ -300,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     tr.add_argument("--logit-adjust", action="store_true", help="fold the validation-chosen logit adjustment into "
                     "the classifier: pixel IoU up, small-garment detection down (bench/RESULTS.md)")
+    tr.add_argument("--adjust", type=int, metavar="VERSION", help="no training: fold the logit adjustment into "
+                    "VERSION, trained on DATA without it, as a new version")
     tr.set_defaults(func=cmd_train)
 
     ca = sub.add_parser("catalog", help="write the synthetic sample catalog")

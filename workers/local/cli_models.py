@@ -81,12 +81,18 @@ def cmd_train(a) -> int:
     from workers.local import model_repo
     from workers.local.stack import MODELS_SRC
 
+    if a.default and a.adjust is not None:
+        print("train segmenter: --adjust VERSION takes DATA (the data VERSION was trained on), not --default",
+              file=sys.stderr)
+        return 2
     if a.default:
         info = model_repo.default_segmenter(MODELS_SRC, device=a.device, steps=a.steps, quiet=False)
     elif a.data is None:
         print("train segmenter needs DATA (images/ + labels/, see modeltools/train_segmenter.py) or --default",
               file=sys.stderr)
         return 2
+    elif a.adjust is not None:
+        info = model_repo.adjust_segmenter(Path(a.data), a.adjust, MODELS_SRC, device=a.device, quiet=False)
     else:
         info = model_repo.train_segmenter(Path(a.data), MODELS_SRC, steps=a.steps, batch=a.batch, size=a.size,
                                           crop=a.crop, lr=a.lr, seed=a.seed, init=a.init, device=a.device,

@@ -308,5 +308,5 @@ def tritonserver_command(
 
 # The weights half (stdlib only too) lives in model_weights.py; its functions stay reachable as model_repo.X.
 from workers.local.model_weights import (  # noqa: E402,F401
-    weights_provenance, provenance_summary, choose_embedder, init_weights, has_onnx, export_onnx, install_embedder, train_segmenter, default_segmenter, pull_weights,
+    weights_provenance, provenance_summary, choose_embedder, init_weights, has_onnx, export_onnx, install_embedder, train_segmenter, adjust_segmenter, default_segmenter, pull_weights,
 )

@@ -155,6 +155,14 @@ def train_segmenter(data: Path, repo_src: Path = MODELS_SRC, env_path: Path | No
     return _run_trainer(args + (["--logit-adjust"] if logit_adjust else []), Path(env_path or default_env_path()), quiet)
 
 
+def adjust_segmenter(data: Path, version: int, repo_src: Path = MODELS_SRC, env_path: Path | None = None, *,
+                     device: str = "auto", quiet: bool = True) -> dict:
+    """Fold the logit adjustment into segformer ``version`` (trained on DATA without it), as the next version."""
+    args = ["adjust", str(Path(data).absolute()), "--repo", str(Path(repo_src).absolute()), "--version", str(version),
+            "--device", device]
+    return _run_trainer(args, Path(env_path or default_env_path()), quiet)
+
+
 def default_segmenter(repo_src: Path = MODELS_SRC, env_path: Path | None = None, *, device: str = "auto",
                       steps: int | None = None, quiet: bool = True) -> dict:
     """The offline default: the tiny SegFormer trained on rendered people (trained once, cached in ~/.cache);
