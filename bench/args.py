@@ -64,6 +64,9 @@ def build_parser(doc: str) -> argparse.ArgumentParser:
     r.add_argument("--variant", default="",
                    help="a tag for this model variant (e.g. '6000 steps'): its own RESULTS section and variants row, "
                         "not the row of another run with the same model names")
+    r.add_argument("--blank-background", action="store_true",
+                   help="crops with the pixels outside the garment mask greyed out (LOOKSTREAM_BLANK_BACKGROUND), shop "
+                        "and look alike; adds 'masked crops' to the variant tag")
     r.add_argument("--int8-reference", action="store_true",
                    help="also score the embedder's dynamic INT8 ONNX graph in-process on the same crops (its recall cost)")
     return ap

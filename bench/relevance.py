@@ -288,7 +288,8 @@ def run(b) -> dict:
     meter = b.meter()
     ns = b.stack.namespace("rel")
     # the stack serves a.embedder (BenchStack(embedder=...)); the workers must embed with it too
-    ns.env.update({"LOOKSTREAM_SEGFORMER_MODEL": a.segmenter, "LOOKSTREAM_EMBED_MODEL": a.embedder})
+    ns.env.update({"LOOKSTREAM_SEGFORMER_MODEL": a.segmenter, "LOOKSTREAM_EMBED_MODEL": a.embedder,
+                   "LOOKSTREAM_BLANK_BACKGROUND": "true" if a.blank_background else "false"})
     ns.start_workers(["segmentation", "embedding", "query"])
     s = ns.settings
     log("  pipeline: publishing the products (their shop images and own garment label)")
@@ -320,7 +321,8 @@ def run(b) -> dict:
     load = meter.done()
     out = {"dataset": {"products": len(gt.products), "shop_images": n_images, "looks": len(gt.looks),
                        "truth_garments": pipe["overall"]["garments"], "render_seed": a.render_seed,
-                       "look_seed": a.look_seed, "colour_mode": a.colour_mode, "variant": a.variant,
+                       "look_seed": a.look_seed, "colour_mode": a.colour_mode,
+                       "variant": ", ".join(t for t in (a.variant, "masked crops" if a.blank_background else "") if t),
                        "distractors": sum(1 for p in gt.products if p.sibling_of)},
            "models": {"segmenter": a.segmenter, "embedder": a.embedder, "dim": rr["dim"],
                       "weights": b.weights.detail},

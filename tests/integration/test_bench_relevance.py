@@ -16,7 +16,7 @@ def test_bench_relevance_quick_runs_and_reports_every_part():
     proc = subprocess.run([sys.executable, "-m", "bench", "relevance", "--quick", "--products", "12", "--looks", "6",
                            "--warm", "0"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for title in ("per garment label", "pipeline fidelity", "ranking strategies", "garment rules"):
+    for title in ("per garment label", "pipeline fidelity", "ranking strategies", "hard distractors", "garment rules"):
         assert f"== relevance: {title}" in proc.stdout
     out = json.loads((ROOT / "bench" / "out" / "relevance-segformer-resnet50-random-quick.json").read_text())
     d, ing = out["dataset"], out["ingest"]
@@ -33,5 +33,7 @@ def test_bench_relevance_quick_runs_and_reports_every_part():
         assert o["r@1"] <= o["r@5"] <= o["r@10"] <= o["r@20"]
     assert out["reference"]["overall"]["mask_iou"] is not None
     assert set(out["strategies"]) == {"first_place_votes", "lowest_total_distance", "most_common_overall"}
+    for kind, t in out["twins"].items():
+        assert kind in ("colour", "pattern") and t["ahead"] <= t["listed"] <= t["garments"], (kind, t)
     assert len(out["rules"]) >= 5 and out["rules"][0]["rules"].startswith("label_sum")
     assert (results.read_text() if results.exists() else None) == before  # --quick never touches the results
