@@ -1,4 +1,5 @@
-"""The segmenter trainer's class weights and logit adjustment (modeltools/logit_adjust.py: numpy only, pure logic)."""
+"""The segmenter trainer's pure logic: class weights and logit adjustment (modeltools/logit_adjust.py, numpy only),
+its CPU thread choice, the CLI's refusals."""
 
 from __future__ import annotations
 
@@ -58,3 +59,14 @@ def test_train_cli_refuses_adjust_without_its_data(capsys):
     assert "--adjust VERSION takes DATA" in capsys.readouterr().err
     assert cli.main(["train", "segmenter", "--adjust", "2"]) == 2
     assert "needs DATA" in capsys.readouterr().err
+
+
+def test_training_threads_take_every_core_only_on_an_idle_machine():
+    spec = importlib.util.spec_from_file_location(
+        "train_segmenter", Path(__file__).resolve().parents[2] / "modeltools" / "train_segmenter.py")
+    ts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ts)  # numpy and Pillow at import; torch only inside train()
+
+    assert ts.train_threads(2, 0.1) == 2 and ts.train_threads(2, 3.0) == 1 and ts.train_threads(1, 3.0) == 1
+    assert ts.train_threads(16, 0.0) == 4 and ts.train_threads(16, 9.0) == 4
+    assert ts.train_threads(2, 0.1, asked=1) == 1 and ts.train_threads(2, 9.0, asked=2) == 2
